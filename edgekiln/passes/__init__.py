@@ -1,0 +1,1 @@
+"""Graph passes, one per file.  Pipelines list them explicitly (compiler/pipelines.py)."""
