@@ -43,28 +43,40 @@ CANONICAL_OPSET = 17
 
 
 def load_model(path: str | os.PathLike, input_shapes: InputShapes | None = None,
-               trace: ExplainTrace | None = None) -> Graph:
-    """Load, check and canonicalize the model at `path` (see the module docstring)."""
+               trace: ExplainTrace | None = None, allow_dynamic: bool = False) -> Graph:
+    """Load, check and canonicalize the model at `path` (see the module docstring).
+
+    `allow_dynamic` keeps going with symbolic dims (for `inspect`, which reports them);
+    compilation never sets it.
+    """
     path = Path(path)
     trace = trace if trace is not None else ExplainTrace()
     proto = read_model_proto(path)
     check_model_proto(proto, path)
     proto = convert_opset(proto, path, trace)
     graph = Graph.from_proto(proto, source=path)
-    return canonicalize(graph, input_shapes or {}, trace, label=path.name)
+    return canonicalize(graph, input_shapes or {}, trace, label=path.name, allow_dynamic=allow_dynamic)
 
 
-def canonicalize(graph: Graph, input_shapes: InputShapes, trace: ExplainTrace, label: str) -> Graph:
+def canonicalize(graph: Graph, input_shapes: InputShapes, trace: ExplainTrace, label: str,
+                 allow_dynamic: bool = False) -> Graph:
     """Steps 5-8 on an already checked graph (also used for models handed over in memory)."""
+    # Name before folding: the folder names the nodes it touches 'node', 'node_1', ...
+    name_nodes_and_values(graph)
     if lift_constants(graph):
         trace.note(f"{label}: lifted Constant nodes to initializers")
-    fix_input_shapes(graph, input_shapes, label)
-    infer_static_shapes(graph, label)
+    fix_input_shapes(graph, input_shapes, label, allow_dynamic)
+    infer_static_shapes(graph, label, allow_dynamic)
     lift_constants(graph)  # folding leaves its results as Constant nodes
     ir_passes.RemoveUnusedNodesPass()(graph.model)
-    ir_passes.NameFixPass(name_generator=_OpTypeNames())(graph.model)
+    name_nodes_and_values(graph)
     ir_passes.TopologicalSortPass()(graph.model)
     return graph
+
+
+def name_nodes_and_values(graph: Graph) -> None:
+    """Unique names everywhere; unnamed nodes are named after their op type (`Conv_3`)."""
+    ir_passes.NameFixPass(name_generator=_OpTypeNames())(graph.model)
 
 
 def lift_constants(graph: Graph) -> bool:
@@ -150,7 +162,7 @@ def convert_opset(proto: onnx.ModelProto, path: Path, trace: ExplainTrace) -> on
     return converted
 
 
-def fix_input_shapes(graph: Graph, input_shapes: InputShapes, label: str) -> None:
+def fix_input_shapes(graph: Graph, input_shapes: InputShapes, label: str, allow_dynamic: bool = False) -> None:
     """Pin input dims from `--input-shape`; refuse to continue while any stays dynamic."""
     by_name = {v.name: v for v in graph.inputs}
     unknown = sorted(set(input_shapes) - set(by_name))
@@ -174,6 +186,8 @@ def fix_input_shapes(graph: Graph, input_shapes: InputShapes, label: str) -> Non
                     f"at {have} in {label}"
                 )
         value.shape = ir.Shape(shape)
+    if allow_dynamic:
+        return
     for value in graph.inputs:
         dims = tuple(value.shape) if value.shape is not None else None
         if dims is None or not all(isinstance(d, int) and d > 0 for d in dims):
@@ -190,7 +204,7 @@ def _format_dims(dims) -> str:
     return "[" + ", ".join(str(d) if isinstance(d, int) and d > 0 else (str(d) if d is not None and str(d) not in ("-1", "") else "?") for d in dims) + "]"
 
 
-def infer_static_shapes(graph: Graph, label: str) -> None:
+def infer_static_shapes(graph: Graph, label: str, allow_dynamic: bool = False) -> None:
     """Infer every value's shape, folding shape arithmetic; name the first node left dynamic."""
     try:
         # Folding runs shape inference node by node and turns Shape/Gather/... chains on
@@ -203,6 +217,8 @@ def infer_static_shapes(graph: Graph, label: str) -> None:
     except Exception as exc:  # noqa: BLE001 - the optimizer's errors are not typed
         raise ModelLoadError(f"{label}: shape inference failed: {type(exc).__name__}: {exc}") from None
     _run_onnx_shape_inference(graph)
+    if allow_dynamic:
+        return
     for node in graph.main:
         for value in node.outputs:
             if Graph.static_shape(value) is None:

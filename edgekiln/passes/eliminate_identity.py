@@ -27,7 +27,8 @@ class EliminateIdentityPass(RewritePass[ir.Node]):
     def check(self, graph: Graph, node: ir.Node) -> str | None:
         source, result = node.inputs[0], node.outputs[0]
         if node.op_type == "Dropout":
-            if len(node.outputs) > 1 and node.outputs[1].uses():
+            mask = node.outputs[1] if len(node.outputs) > 1 else None
+            if mask is not None and (mask.uses() or mask.is_graph_output()):
                 return "its mask output is used"
             training = node.inputs[2] if len(node.inputs) > 2 else None
             if training is not None:

@@ -7,7 +7,7 @@ MobileOne re-parameterization), HardSwish / HardSigmoid and a squeeze-excite Mul
 attention block written out as MatMul / Softmax / Transpose / Reshape.
 
 Sizes are kept tiny (a few thousand to a few tens of thousands of parameters) so that
-every model exports in a fraction of a second.  `init_batchnorm_stats` gives BN layers
+every model exports in a fraction of a second.  `init_norm_layers` gives BN layers
 non-identity statistics; without it `running_mean = 0, running_var = 1, gamma = 1,
 beta = 0` and a BN-folding bug would go unnoticed.
 """
@@ -27,24 +27,27 @@ def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1
 
 
 @torch.no_grad()
-def init_batchnorm_stats(model: nn.Module, example: torch.Tensor, generator: torch.Generator) -> None:
-    """Give every BatchNorm layer random affine parameters and data-driven running stats.
+def init_norm_layers(model: nn.Module, example: torch.Tensor, generator: torch.Generator) -> None:
+    """Give every BatchNorm / LayerNorm random affine parameters and BN data-driven stats.
 
-    gamma ~ U(0.5, 1.5) and beta ~ N(0, 0.1) are drawn from `generator`; the running mean
-    and variance are then the exact batch statistics (momentum=None accumulates a plain
-    average) of three train-mode passes over `example`, so activations stay well scaled.
-    The model is left in eval mode.
+    gamma ~ U(0.5, 1.5) and beta ~ N(0, 0.1) are drawn from `generator`; the BN running
+    mean and variance are then the exact batch statistics (momentum=None accumulates a
+    plain average) of three train-mode passes over `example`, so activations stay well
+    scaled.  Random affine parameters also keep the exporter from deduplicating equal
+    all-ones / all-zeros initializers into Identity nodes.  Leaves the model in eval mode.
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for bn in norms:
-        bn.weight.copy_(torch.rand(bn.num_features, generator=generator) + 0.5)
-        bn.bias.copy_(torch.randn(bn.num_features, generator=generator) * 0.1)
+    norms = [m for m in model.modules() if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm))]
+    for norm in norms:
+        norm.weight.copy_(torch.rand(norm.weight.shape, generator=generator) + 0.5)
+        norm.bias.copy_(torch.randn(norm.bias.shape, generator=generator) * 0.1)
+    batch_norms = [m for m in norms if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in batch_norms:
         bn.reset_running_stats()
         bn.momentum = None
     model.train()
     for step in range(3):
         model(example + 0.1 * step * torch.randn(example.shape, generator=generator))
-    for bn in norms:
+    for bn in batch_norms:
         bn.momentum = 0.1
     model.eval()
 

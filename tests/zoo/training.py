@@ -70,7 +70,7 @@ def load_digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 RECIPES: dict[str, TrainRecipe] = {
-    "lenet_mnist": TrainRecipe(load_mnist, LeNet, epochs=8, batch_size=64, lr=2e-3),
+    "lenet_mnist": TrainRecipe(load_mnist, LeNet, epochs=15, batch_size=64, lr=2e-3),
     "digits_cnn": TrainRecipe(load_digits, DigitsCNN, epochs=30, batch_size=32, lr=3e-3),
 }
 

@@ -1,0 +1,192 @@
+"""The `edgekiln` command line.
+
+A user's mistake (`EdgekilnError`) prints one line starting with `error:` and exits with
+code 2; `--debug` shows the traceback too.  Anything else is an edgekiln bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+from rich.console import Console
+
+from edgekiln.errors import EdgekilnError, OptionError
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+class EdgekilnGroup(click.Group):
+    """Turns `EdgekilnError` into one clear line and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EdgekilnError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=EdgekilnGroup)
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.version_option(package_name="edgekiln")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """edgekiln: compile ONNX models for edge devices."""
+    ctx.obj = {"debug": debug}
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the descriptions as JSON.")
+def targets(as_json: bool) -> None:
+    """List the target devices edgekiln knows."""
+    from edgekiln.compiler.target import available_targets, render_targets_table
+
+    found = available_targets()
+    if as_json:
+        import dataclasses
+        import json
+
+        click.echo(json.dumps([dataclasses.asdict(t) for t in found], indent=2, sort_keys=True, default=list))
+        return
+    console.print(render_targets_table(found))
+    console.print("Pass --target NAME, or --target path/to/device.toml for a device of your own.")
+
+
+input_shape_option = click.option(
+    "--input-shape", "input_shapes", multiple=True, metavar="NAME=DIMS",
+    help="Static shape for an input with dynamic dims, e.g. x=1x3x224x224 (repeatable).",
+)
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@input_shape_option
+@click.option("--target", "-t", "target_names", multiple=True,
+              help="Check op support for these targets only (default: all).")
+@click.option("--all", "all_layers", is_flag=True, help="List every layer, not only the heaviest.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the report as JSON here.")
+def inspect(model: Path, input_shapes: tuple[str, ...], target_names: tuple[str, ...], all_layers: bool,
+            json_path: Path | None) -> None:
+    """Ops, parameters, MACs per layer, dynamic dims and per-target op support of MODEL."""
+    from edgekiln.compiler.frontend import load_model
+    from edgekiln.compiler.input_shapes import parse_input_shapes
+    from edgekiln.compiler.inspect_report import inspect_model
+    from edgekiln.compiler.target import available_targets, get_target
+
+    chosen = [get_target(n) for n in target_names] if target_names else available_targets()
+    graph = load_model(model, parse_input_shapes(input_shapes), allow_dynamic=True)
+    report = inspect_model(graph, chosen)
+    report.render(console, max_layers=None if all_layers else 15)
+    if json_path is not None:
+        json_path.write_text(report.to_json())
+
+
+@main.command("compile")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--target", "-t", "target_name", default="host", show_default=True,
+              help="Target name (see 'edgekiln targets') or a device description .toml file.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True,
+              help="Artifact folder to write (with --emit onnx: the .onnx file).")
+@input_shape_option
+@click.option("--emit", type=click.Choice(["artifact", "onnx"]), default="artifact", show_default=True,
+              help="artifact: the deployable folder; onnx: only the optimized ONNX model.")
+@click.option("--explain", is_flag=True, help="Print what each pass did and why it did not fire elsewhere.")
+@click.option("--force", is_flag=True, help="Replace the output if it exists.")
+def compile_command(model: Path, target_name: str, output: Path, input_shapes: tuple[str, ...], emit: str,
+                    explain: bool, force: bool) -> None:
+    """Compile MODEL (.onnx) for a target device."""
+    from edgekiln.compiler.compile import compile_model
+    from edgekiln.compiler.onnx_file import save_onnx_atomically
+
+    if output.exists() and not force:
+        raise OptionError(f"output {output} already exists; choose another path or pass --force to replace it")
+    with err_console.status(f"compiling {model.name} for {target_name}"):
+        result = compile_model(model, target_name, input_shapes=input_shapes)
+    if explain:
+        console.print(result.trace.render(), soft_wrap=True, markup=False)
+    if emit == "onnx":
+        save_onnx_atomically(result.graph, output, force=force)
+    else:
+        result.artifact.save(output, force=force)
+    _print_compile_summary(result, output, emit)
+
+
+def _print_compile_summary(result, output: Path, emit: str) -> None:
+    manifest = result.artifact.manifest
+    memory = manifest["memory"]
+    naive = memory["naive_intermediate_bytes"]
+    ratio = f" ({memory['arena_bytes'] / naive:.2f}x)" if naive else ""
+    console.print(f"target      {manifest['target']['name']} ({manifest['target']['backend']} backend)")
+    console.print(f"nodes       {sum(result.graph.count_ops().values())} after passes")
+    console.print(f"arena       {memory['arena_bytes']:,} bytes vs {naive:,} naive{ratio}")
+    console.print(f"constants   {memory['constant_bytes']:,} bytes")
+    console.print(f"wrote       {output} ({'optimized ONNX' if emit == 'onnx' else 'artifact'})")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--input", "-i", "input_specs", multiple=True, required=True, metavar="[NAME=]FILE",
+              help="Input data: x.npy for a one-input model, NAME=FILE.npy per input, or one .npz.")
+@click.option("--output", "-o", type=click.Path(path_type=Path),
+              help="Write outputs here: .npy (one output) or .npz (all outputs by name).")
+def run(artifact: Path, input_specs: tuple[str, ...], output: Path | None) -> None:
+    """Run a compiled ARTIFACT on input data."""
+    from edgekiln.compiler.artifact import Artifact
+
+    loaded = Artifact.load(artifact)
+    inputs = _read_inputs(input_specs, [s["name"] for s in loaded.input_specs])
+    outputs = loaded.run(inputs)
+    for name, value in outputs.items():
+        flat = value.reshape(-1)
+        preview = np.array2string(flat[:6], precision=4, separator=", ")
+        console.print(f"{name}: {value.dtype}{list(value.shape)} {preview}{' ...' if flat.size > 6 else ''}")
+    if output is not None:
+        _write_outputs(output, outputs)
+
+
+def _read_inputs(specs: tuple[str, ...], input_names: list[str]) -> dict[str, np.ndarray]:
+    inputs: dict[str, np.ndarray] = {}
+    for spec in specs:
+        name, sep, file = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        path = Path(file)
+        if not path.is_file():
+            raise OptionError(f"--input {spec}: no such file {path}")
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise OptionError(f"--input {spec}: {path} is not a .npy/.npz file ({exc})") from None
+        if isinstance(data, np.lib.npyio.NpzFile):
+            inputs.update({key: data[key] for key in data.files})
+            continue
+        if not name:
+            if len(input_names) != 1:
+                raise OptionError(f"--input {spec}: the model has inputs {', '.join(input_names)}; use NAME=FILE.npy")
+            name = input_names[0]
+        inputs[name] = data
+    return inputs
+
+
+def _write_outputs(output: Path, outputs: dict[str, np.ndarray]) -> None:
+    from edgekiln.compiler.onnx_file import write_atomically
+    import io
+
+    buffer = io.BytesIO()
+    if output.suffix == ".npz":
+        np.savez(buffer, **outputs)
+    elif len(outputs) == 1:
+        np.save(buffer, next(iter(outputs.values())))
+    else:
+        raise OptionError(f"--output {output}: the model has {len(outputs)} outputs; write them to a .npz file")
+    write_atomically(output, buffer.getvalue())
+    console.print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

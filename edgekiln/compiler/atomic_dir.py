@@ -1,0 +1,43 @@
+"""Write a folder all at once: into a temporary sibling, then one rename.
+
+A reader (or a crash) never sees a half-written artifact: either the old folder, or the
+complete new one.  With `replace=True` an existing folder is swapped out and removed only
+after the new one is in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from edgekiln.errors import ArtifactError
+
+
+@contextlib.contextmanager
+def atomic_directory(destination: Path, replace: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder; on success it becomes `destination`."""
+    destination = Path(destination)
+    if destination.exists() and not replace:
+        raise ArtifactError(
+            f"output {destination} already exists; choose another path or pass --force to replace it"
+        )
+    if destination.exists() and not destination.is_dir():
+        raise ArtifactError(f"output {destination} exists and is not a folder; remove it or choose another path")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.tmp-", dir=destination.parent))
+    try:
+        yield staging
+        if destination.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{destination.name}.old-", dir=destination.parent))
+            os.replace(destination, retired / "old")
+            os.replace(staging, destination)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

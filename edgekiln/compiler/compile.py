@@ -1,0 +1,87 @@
+"""`compile()`: the whole pipeline from an ONNX model to an `Artifact`.
+
+    load (frontend) -> target pipeline (PassManager) -> op support check
+        -> lower to Program (memory plan) -> backend files -> Artifact
+
+The Python API and the CLI both come through here, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from edgekiln.compiler.artifact import Artifact, build_manifest, program_files, sha256
+from edgekiln.compiler.explain import ExplainTrace
+from edgekiln.compiler.frontend import load_model
+from edgekiln.compiler.graph import Graph
+from edgekiln.compiler.input_shapes import parse_input_shapes
+from edgekiln.compiler.lowering import lower_graph
+from edgekiln.compiler.op_support import unsupported_nodes
+from edgekiln.compiler.pass_manager import PassManager
+from edgekiln.compiler.pipelines import passes_for
+from edgekiln.compiler.target import Target, get_target
+from edgekiln.errors import UnsupportedOpError
+
+# Until a target's backend ships its native runner, its artifacts run in onnxruntime.
+DEFAULT_RUNNER = "onnxruntime"
+
+
+@dataclass
+class CompileResult:
+    artifact: Artifact
+    graph: Graph
+    trace: ExplainTrace = field(default_factory=ExplainTrace)
+
+
+def compile_model(model: str | os.PathLike | onnx.ModelProto, target: str | Target = "host", *,
+                  input_shapes: Any = None, check_ops: bool = True) -> CompileResult:
+    """Compile `model` for `target`; see `edgekiln.compile` for the user-facing wrapper."""
+    from edgekiln import __version__
+
+    target = target if isinstance(target, Target) else get_target(target)
+    shapes = parse_input_shapes(input_shapes)
+    trace = ExplainTrace()
+    model_name, model_hash, graph = _load(model, shapes, trace)
+    graph = PassManager(passes_for(target.backend)).run(graph, trace)
+    if check_ops:
+        _refuse_unsupported(graph, target)
+    program = lower_graph(graph)
+    files = {"model.onnx": graph.to_bytes(), **program_files(program)}
+    options = {"input_shapes": {k: list(v) for k, v in sorted(shapes.items())}}
+    manifest = build_manifest(model_name=model_name, model_sha256=model_hash, target=target, options=options,
+                              program=program, runner=DEFAULT_RUNNER, files=files, version=__version__)
+    return CompileResult(Artifact(manifest, files), graph, trace)
+
+
+def _load(model: str | os.PathLike | onnx.ModelProto, shapes: dict, trace: ExplainTrace) -> tuple[str, str, Graph]:
+    if isinstance(model, onnx.ModelProto):
+        data = model.SerializeToString(deterministic=True)
+        # Through a file, so in-memory models take exactly the same checks as files.
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.onnx"
+            path.write_bytes(data)
+            graph = load_model(path, shapes, trace)
+        graph.source = None
+        return "<in-memory model>", sha256(data), graph
+    path = Path(model)
+    graph = load_model(path, shapes, trace)
+    return path.name, sha256(path.read_bytes()), graph
+
+
+def _refuse_unsupported(graph: Graph, target: Target) -> None:
+    problems = unsupported_nodes(graph, target.backend)
+    if not problems:
+        return
+    shown = "; ".join(f"node {p.node_name!r} ({p.op_type}): {p.reason}" for p in problems[:5])
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    raise UnsupportedOpError(
+        f"target {target.name} cannot run {len(problems)} node(s): {shown}{more}. "
+        f"Run 'edgekiln inspect MODEL --target {target.name}' for the full list; replace these ops in the "
+        "exported model or choose another target"
+    )

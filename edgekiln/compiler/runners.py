@@ -1,0 +1,43 @@
+"""How an artifact is executed on this machine, chosen by the manifest's `runner` field.
+
+`onnxruntime` runs the artifact's optimized `model.onnx`: it is the runner of every
+artifact until its target's backend ships a native runner (runtime_arm under qemu or on
+the host, OpenCL on PoCL, LiteRT, HLS C-simulation), which are added to `RUNNERS` here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgekiln.errors import ArtifactError
+
+
+class Runner(Protocol):
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class OnnxRuntimeRunner:
+    """Runs `model.onnx` in onnxruntime on the CPU, one thread (deterministic and quiet)."""
+
+    def __init__(self, files: dict[str, bytes], manifest: dict[str, Any]) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(files["model.onnx"], options, providers=["CPUExecutionProvider"])
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(names, feeds)))
+
+
+RUNNERS = {"onnxruntime": OnnxRuntimeRunner}
+
+
+def make_runner(name: str, files: dict[str, bytes], manifest: dict[str, Any]) -> Runner:
+    if name not in RUNNERS:
+        raise ArtifactError(f"artifact runner {name!r} is not known to this edgekiln (known: {', '.join(RUNNERS)})")
+    return RUNNERS[name](files, manifest)
