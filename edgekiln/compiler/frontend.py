@@ -61,6 +61,7 @@ def load_model(path: str | os.PathLike, input_shapes: InputShapes | None = None,
 def canonicalize(graph: Graph, input_shapes: InputShapes, trace: ExplainTrace, label: str,
                  allow_dynamic: bool = False) -> Graph:
     """Steps 5-8 on an already checked graph (also used for models handed over in memory)."""
+    ops_in_file = graph.count_ops()
     # Name before folding: the folder names the nodes it touches 'node', 'node_1', ...
     name_nodes_and_values(graph)
     if lift_constants(graph):
@@ -71,6 +72,11 @@ def canonicalize(graph: Graph, input_shapes: InputShapes, trace: ExplainTrace, l
     ir_passes.RemoveUnusedNodesPass()(graph.model)
     name_nodes_and_values(graph)
     ir_passes.TopologicalSortPass()(graph.model)
+    ops_now = graph.count_ops()
+    gone = {op: n - ops_now.get(op, 0) for op, n in ops_in_file.items() if n > ops_now.get(op, 0)}
+    if gone:
+        listed = ", ".join(f"{n} {op}" for op, n in gone.items())
+        trace.note(f"{label}: the frontend folded or removed {listed} (constants, shape arithmetic, no-ops)")
     return graph
 
 
@@ -206,6 +212,12 @@ def _format_dims(dims) -> str:
 
 def infer_static_shapes(graph: Graph, label: str, allow_dynamic: bool = False) -> None:
     """Infer every value's shape, folding shape arithmetic; name the first node left dynamic."""
+    # Stale exporter annotations ('-1', 'p2o.DynamicDimension.0') on intermediate values
+    # would survive inference, which only refines; forget them and infer afresh.
+    for node in graph.main:
+        for value in node.outputs:
+            if Graph.static_shape(value) is None:
+                value.shape = None
     try:
         # Folding runs shape inference node by node and turns Shape/Gather/... chains on
         # now-static shapes into constants; a second round catches chains it exposed.

@@ -96,7 +96,8 @@ class Graph:
         if value.shape is None:
             return None
         dims = tuple(value.shape)
-        if not all(isinstance(d, int) for d in dims):
+        # Some exporters (Paddle) write -1 as a dim_value for "unknown".
+        if not all(isinstance(d, int) and d >= 0 for d in dims):
             return None
         return dims
 

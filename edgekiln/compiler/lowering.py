@@ -133,7 +133,7 @@ class _Lowering:
         name = self._name(value, "const")
         if array is None:
             array = value.const_value.numpy()
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array, order="C")  # (ascontiguousarray would make scalars 1-D)
         if array.dtype.kind in "OSU":
             raise UnsupportedOpError(f"constant {name!r} holds strings; edgekiln lowers numeric "
                                      "tensors only: remove the string processing from the model")
@@ -178,16 +178,21 @@ def _op_label(node: ir.Node) -> str:
 def _static_shape(value: ir.Value, name: str, node: ir.Node | None, call_name: str,
                   graph: Graph) -> tuple[int, ...]:
     shape = Graph.static_shape(value)
-    if shape is not None:
+    # Some exporters (Paddle) write -1 for "unknown" into value_info; that is not static.
+    if shape is not None and all(d >= 0 for d in shape):
         return shape
     shown = "unknown" if value.shape is None else _shape_text(value)
     where = (f"graph input {name!r}" if node is None else
              f"value {name!r} produced by node {call_name!r} ({_op_label(node)})")
     dynamic_inputs = [f"{v.name}{_shape_text(v)}" for v in graph.inputs
                       if v.const_value is None and Graph.static_shape(v) is None]
-    hint = ("pass --input-shape NAME=DIMS (e.g. x=1x3x224x224) for "
-            + (", ".join(dynamic_inputs) if dynamic_inputs else "the model's dynamic inputs")
-            + " so every shape can be inferred")
+    if dynamic_inputs or node is None:
+        hint = ("pass --input-shape NAME=DIMS (e.g. x=1x3x224x224) for "
+                + ", ".join(dynamic_inputs or [name]) + " so every shape can be inferred")
+    else:
+        hint = ("the graph inputs are static, so shape inference could not work this value "
+                "out (a shape computed at run time, or a stale value_info entry with -1 "
+                "dims); re-export the model with static shapes")
     raise DynamicShapeError(f"{where} has shape {shown}, not a static shape; edgekiln "
                             f"compiles for fixed shapes: {hint}.")
 

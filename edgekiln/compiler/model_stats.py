@@ -162,9 +162,11 @@ def dims(value: ir.Value | None) -> tuple[Dim, ...] | None:
         if isinstance(d, int) and d >= 0:
             out.append(d)
         else:
-            # A negative int is how some exporters (PP-OCR's cls model) spell "unknown".
+            # A negative int is how some exporters (PP-OCR's cls model) spell "unknown", and
+            # "unk__N" is ONNX shape inference's placeholder: neither is a name a user gave.
             name = getattr(d, "value", None)
-            out.append(name if isinstance(name, str) and name else "?")
+            named = isinstance(name, str) and name and not name.startswith("unk__")
+            out.append(name if named else "?")
     return tuple(out)
 
 
@@ -187,8 +189,19 @@ def _numel(shape: Sequence[int] | None) -> int | None:
 def tensor_info(value: ir.Value) -> TensorInfo:
     shape = dims(value)
     axes = () if shape is None else tuple(i for i, d in enumerate(shape) if not isinstance(d, int))
-    dtype = value.dtype.name.lower() if value.dtype is not None else "?"
+    dtype = _dtype_name(value.dtype)
     return TensorInfo(value.name or "", dtype, shape, axes)
+
+
+def _dtype_name(dtype: ir.DataType | None) -> str:
+    """numpy spelling ("float32", "int8") where numpy has one, else the ONNX name."""
+    if dtype is None:
+        return "?"
+    try:
+        name = str(dtype.numpy())
+    except (TypeError, ValueError, ImportError):
+        name = "object"
+    return dtype.name.lower() if name == "object" else name
 
 
 # -- parameters ------------------------------------------------------------------------

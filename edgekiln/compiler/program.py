@@ -99,6 +99,9 @@ class TensorSpec:
     def __post_init__(self) -> None:
         if self.kind not in TENSOR_KINDS:
             raise ValueError(f"tensor {self.name!r}: kind {self.kind!r} not in {TENSOR_KINDS}")
+        if not all(isinstance(d, (int, np.integer)) and d >= 0 for d in self.shape):
+            raise ValueError(f"tensor {self.name!r}: shape {self.shape} is not static")
+        object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
 
     @property
     def size(self) -> int:
@@ -331,10 +334,11 @@ class Program:
     def _call_line(self, call: KernelCall) -> str:
         results = ", ".join(self._ref(o) if o else "_" for o in call.outputs)
         attrs = ", ".join(f"{k}={_format_attr(k, v)}" for k, v in sorted(call.attrs.items()))
+        attrs = f"[{attrs}]" if attrs else ""
         args = ", ".join(self._operand(i) for i in call.inputs)
         out_types = ", ".join(self._result_type(o) for o in call.outputs)
         block = f"  # block {call.block}" if call.block else ""
-        return f"{results} = {call.op}[{attrs}]({args}) -> {out_types}{block}"
+        return f"{results} = {call.op}{attrs}({args}) -> {out_types}{block}"
 
     def _result_type(self, name: str) -> str:
         if not name:
@@ -439,7 +443,7 @@ def _align(n: int, alignment: int) -> int:
 
 
 def _little_endian(array: np.ndarray) -> np.ndarray:
-    array = np.ascontiguousarray(array)
+    array = np.asarray(array, order="C")
     if array.dtype.kind in "iufc" and array.dtype.itemsize > 1:
         array = array.astype(array.dtype.newbyteorder("<"), copy=False)
     return array

@@ -134,7 +134,7 @@ def zoo_accuracy(name: str) -> float:
 
 
 def zoo_training_info(name: str) -> dict[str, Any]:
-    """What training `name` recorded: accuracy, train_seconds, epochs, n_train, n_test, torch."""
+    """What training `name` recorded: accuracy, train_seconds, epochs, n_test, torch."""
     _ensure_weights(_check_trained(name))
     return json.loads(_artifact(name, ".json").read_text())
 
@@ -178,7 +178,7 @@ def _ensure_weights(name: str) -> Path:
         if weights.exists():
             return weights
         model = _random_model(name)
-    _atomic_write(weights, lambda tmp: torch.save(model.state_dict(), tmp))
+    _atomic_write(weights, lambda tmp: _save_state_dict(tmp, model))
     return weights
 
 
@@ -222,6 +222,13 @@ def _export_onnx(name: str, model: nn.Module, dynamic_batch: bool) -> onnx.Model
         metadata["edgekiln.zoo.heldout_accuracy"] = f"{zoo_accuracy(name):.4f}"
     onnx.helper.set_model_props(proto, metadata)
     return proto
+
+
+def _save_state_dict(path: Path, model: nn.Module) -> None:
+    # Through a buffer: torch.save names the zip's root folder after the (random) file name.
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    path.write_bytes(buffer.getvalue())
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
