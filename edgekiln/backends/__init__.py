@@ -1,0 +1,1 @@
+"""Per-target backends: each lowers a Program to its artifact files; no imports between backends."""

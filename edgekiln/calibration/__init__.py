@@ -1,0 +1,1 @@
+"""Calibration data readers and observers (issue 4: quantization). Empty until then."""

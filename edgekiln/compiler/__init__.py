@@ -1,0 +1,1 @@
+"""The compiler core: frontend, Graph, passes infrastructure, targets, Program, artifacts."""

@@ -1,0 +1,1 @@
+"""Per-op latency measurement and cost models (issue 5: ARM backend). Empty until then."""

@@ -1,0 +1,1 @@
+"""Hardware-aware search over per-layer precision and sparsity. Empty until the profiler exists."""

@@ -1,0 +1,73 @@
+"""Every zoo model and the real PP-OCR models through `inspect` and `compile` (model-level: slow)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+import edgekiln
+from edgekiln.cli import main
+from edgekiln.compiler.compile import compile_model
+from tests.conftest import max_relative_error, run_ort
+from tests.zoo import all_models, input_shapes, model_path, sample_input
+
+pytestmark = pytest.mark.slow
+
+
+def _shape_options(name: str) -> list[str]:
+    return [f"--input-shape={k}={'x'.join(map(str, v))}" for k, v in input_shapes(name).items()]
+
+
+@pytest.mark.parametrize("name", all_models())
+def test_optimized_onnx_matches_the_input_model(name, tmp_path):
+    path = model_path(name)
+    result = compile_model(path, "host", input_shapes=input_shapes(name))
+    optimized = result.graph.to_proto()
+    onnx.checker.check_model(optimized)
+    feeds = sample_input(name)
+    for want, got in zip(run_ort(path, feeds), run_ort(optimized, feeds)):
+        assert got.shape == want.shape
+        assert max_relative_error(want, got) <= 1e-5
+    memory = result.artifact.manifest["memory"]
+    assert 0 < memory["arena_bytes"] <= memory["naive_intermediate_bytes"]
+
+
+@pytest.mark.parametrize("name", all_models())
+def test_cli_inspect_and_compile_emit_onnx(name, tmp_path):
+    runner = CliRunner()
+    inspected = runner.invoke(main, ["inspect", str(model_path(name)), "--json", str(tmp_path / "r.json")])
+    assert inspected.exit_code == 0, inspected.output
+    assert json.loads((tmp_path / "r.json").read_text())
+    out = tmp_path / "optimized.onnx"
+    compiled = runner.invoke(main, ["compile", str(model_path(name)), "--target", "host", "--emit", "onnx",
+                                    "-o", str(out), *_shape_options(name)])
+    assert compiled.exit_code == 0, compiled.output
+    assert "arena" in compiled.output
+    feeds = sample_input(name)
+    for want, got in zip(run_ort(model_path(name), feeds), run_ort(out, feeds)):
+        assert max_relative_error(want, got) <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "ppocr_cls"])
+def test_artifact_round_trip_through_save_and_load(name, tmp_path):
+    artifact = edgekiln.compile(model_path(name), target="cortex-a76", input_shapes=input_shapes(name))
+    artifact.save(tmp_path / "a")
+    loaded = edgekiln.load(tmp_path / "a")
+    feeds = sample_input(name)
+    expected = run_ort(model_path(name), feeds)
+    got = list(loaded.run(feeds).values())
+    for want, have in zip(expected, got):
+        assert max_relative_error(want, have) <= 1e-5
+
+
+def test_bundled_example_classifies_its_digit(tmp_path):
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    artifact = edgekiln.compile(examples / "digits_cnn.onnx", target="host")
+    logits = next(iter(artifact.run(np.load(examples / "digits_input.npy")).values()))
+    assert int(np.argmax(logits)) == int((examples / "digits_label.txt").read_text())
