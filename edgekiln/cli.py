@@ -146,7 +146,11 @@ def run(artifact: Path, input_specs: tuple[str, ...], output: Path | None) -> No
     for name, value in outputs.items():
         flat = value.reshape(-1)
         preview = np.array2string(flat[:6], precision=4, separator=", ")
-        console.print(f"{name}: {value.dtype}{list(value.shape)} {preview}{' ...' if flat.size > 6 else ''}")
+        console.print(f"{name}: {value.dtype}{list(value.shape)} {preview}{' ...' if flat.size > 6 else ''}",
+                      soft_wrap=True)
+        if value.ndim == 2 and value.shape[0] == 1 and value.shape[1] > 1:
+            # A [1, K] output is almost always class scores: show the winner.
+            console.print(f"{name}: top-1 class {int(np.argmax(value))} (score {float(np.max(value)):.4f})")
     if output is not None:
         _write_outputs(output, outputs)
 

@@ -175,7 +175,9 @@ def build_manifest(*, model_name: str, model_sha256: str, target: Any, options: 
 
 
 def program_files(program: Any) -> dict[str, bytes]:
-    """The Program's own files, as bytes under `program/`."""
+    """The Program's own files under `program/`, plus `program.txt`, its readable dump."""
     with tempfile.TemporaryDirectory() as tmp:
         program.save(Path(tmp))
-        return {f"program/{name}": data for name, data in read_folder(Path(tmp)).items()}
+        files = {f"program/{name}": data for name, data in read_folder(Path(tmp)).items()}
+    files["program/program.txt"] = program.to_text().encode()
+    return files

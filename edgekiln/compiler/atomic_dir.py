@@ -29,6 +29,10 @@ def atomic_directory(destination: Path, replace: bool = False) -> Iterator[Path]
         raise ArtifactError(f"output {destination} exists and is not a folder; remove it or choose another path")
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.tmp-", dir=destination.parent))
+    # mkdtemp makes the folder private (0700); an artifact gets the permissions of any new folder.
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
     try:
         yield staging
         if destination.exists():

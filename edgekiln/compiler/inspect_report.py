@@ -120,10 +120,9 @@ class InspectReport:
                     style="yellow",
                 )
             )
-        console.print(
-            f"parameters  {humanize(s.params, '')} ({s.params:,}; {humanize(s.param_bytes_fp32, 'B')} as fp32)"
-        )
-        compute = f"compute     {humanize(s.macs, 'MAC')}, {humanize(s.ops, 'op')}s other arithmetic"
+        exact = f"{s.params:,}; " if s.params >= 1000 else ""
+        console.print(f"parameters  {humanize(s.params, '')} ({exact}{humanize(s.param_bytes_fp32, 'B')} as fp32)")
+        compute = f"compute     {humanize(s.macs, 'MAC')} + {humanize(s.ops, '')} other ops"
         if s.unknown_cost_layers:
             compute += f" (+ {s.unknown_cost_layers} layers of unknown cost)"
         console.print(compute)

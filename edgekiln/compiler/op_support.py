@@ -230,10 +230,13 @@ def _why_unsupported(
         hint = spec.unsupported.get(node.op_type)
         return f"{node.op_type} is not supported on {spec.backend}" + (f": {hint}" if hint else "")
     context = _Context(node, graph.opset(""), constants)
-    for key, limit in (*spec.requirements.items(), *rule.constraints.items()):
-        problem = _CHECKS[key](context, limit)
-        if problem:
+    # The op's own limits first: they carry its note and are the more specific reason.
+    for key, limit in rule.constraints.items():
+        if problem := _CHECKS[key](context, limit):
             return f"{node.op_type} on {spec.backend}: {problem}" + (f" ({rule.note})" if rule.note else "")
+    for key, limit in spec.requirements.items():
+        if problem := _CHECKS[key](context, limit):
+            return f"{node.op_type} on {spec.backend}: {problem}"
     return None
 
 
