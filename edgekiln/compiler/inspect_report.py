@@ -124,7 +124,7 @@ class InspectReport:
         console.print(f"parameters  {humanize(s.params, '')} ({exact}{humanize(s.param_bytes_fp32, 'B')} as fp32)")
         compute = f"compute     {humanize(s.macs, 'MAC')} + {humanize(s.ops, '')} other ops"
         if s.unknown_cost_layers:
-            compute += f" (+ {s.unknown_cost_layers} layers of unknown cost)"
+            compute += f" (+ {s.unknown_cost_layers} of {s.layers} layers of unknown cost)"
         console.print(compute)
         console.print(f"layers      {s.layers}" + (f" (+ {s.constant_nodes} Constant nodes)" if s.constant_nodes else ""))
         console.print("ops         " + "  ".join(f"{op}×{n}" for op, n in s.op_histogram.items()))
