@@ -41,7 +41,9 @@ class ExplainTrace:
             # Reasons repeat every sweep; the first sweep states them once.
             if r.sweep == 1 or r.changed:
                 lines.extend(f"    not applied: {n}" for n in r.not_applied)
-        return "\n".join(lines) if lines else "no pass changed the graph"
+        if not any(r.changed for r in self.records):
+            lines.append(f"passes: none of {len({r.pass_name for r in self.records})} changed the graph")
+        return "\n".join(lines)
 
     def to_json(self) -> str:
         return json.dumps({"notes": self.notes, "passes": [asdict(r) for r in self.records]}, indent=2)

@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekiln.compiler.graph import Graph
+from tests.support.graphs import build_graph
 from edgekiln.compiler.model_stats import layer_stats, model_summary
 
 F = TensorProto.FLOAT
 
 
-def build(nodes, inputs, outputs, initializers=(), opset=17) -> Graph:
-    """A shape-inferred Graph from onnx.helper pieces; inputs/outputs are (name, shape)."""
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info(n, F, s) for n, s in inputs],
-        [helper.make_tensor_value_info(n, F, s) for n, s in outputs],
-        list(initializers),
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    return Graph.from_proto(onnx.shape_inference.infer_shapes(model, strict_mode=True))
+def build(nodes, inputs, outputs=(("y", None),), initializers=(), opset=17, extra_opsets=()) -> Graph:
+    return build_graph(nodes, inputs, outputs, initializers, opset, extra_opsets, strict=True)
 
 
 def weight(name: str, *shape: int) -> TensorProto:

@@ -51,3 +51,19 @@ def single_op_model(op_type: str, input_shape: list, domain: str = "", output_ty
     model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 8
     return model
+
+
+def build_graph(nodes, inputs, outputs=(("y", None),), initializers=(), opset: int = 17, extra_opsets=(),
+                strict: bool = False):
+    """A shape-inferred `Graph` from onnx.helper pieces; inputs/outputs are (name, shape) float tensors."""
+    from edgekiln.compiler.graph import Graph
+
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
+        list(initializers),
+    )
+    opsets = [helper.make_opsetid("", opset), *(helper.make_opsetid(d, v) for d, v in extra_opsets)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    return Graph.from_proto(onnx.shape_inference.infer_shapes(model, strict_mode=strict))
