@@ -87,12 +87,7 @@ class _Lowering:
     def _call_name(self, node: ir.Node, index: int) -> str:
         # Backends use call names as symbols and in reports, so they must be unique and
         # non-empty even when the model's node names are not.
-        base = node.name or f"{node.op_type}_{index}"
-        name, suffix = base, 1
-        while name in self.call_names:
-            name, suffix = f"{base}_{suffix}", suffix + 1
-        self.call_names.add(name)
-        return name
+        return _claim_unique(node.name or f"{node.op_type}_{index}", self.call_names)
 
     def _input_name(self, value: ir.Value | None) -> str:
         if value is None:
@@ -144,11 +139,7 @@ class _Lowering:
 
     def _name(self, value: ir.Value, hint: str) -> str:
         """The tensor name of `value`: its own when it has one, else a fresh one."""
-        name = value.name or f"{hint}_out{value.index() or 0}"
-        base, suffix = name, 1
-        while name in self.taken_names:
-            name, suffix = f"{base}_{suffix}", suffix + 1
-        self.taken_names.add(name)
+        name = _claim_unique(value.name or f"{hint}_out{value.index() or 0}", self.taken_names)
         self.value_names[id(value)] = name
         return name
 
@@ -254,3 +245,12 @@ def _constant_node_value(node: ir.Node, call_name: str) -> np.ndarray:
             return np.array(attrs[key].value, dtype=dtype)
     raise UnsupportedOpError(f"node {call_name!r} (Constant): only numeric dense values are "
                              f"supported, got {sorted(attrs)}; re-export with a dense tensor.")
+
+
+def _claim_unique(base: str, taken: set[str]) -> str:
+    """`base`, or `base_1`, `base_2`, ... whichever is free first; recorded as taken."""
+    name, suffix = base, 1
+    while name in taken:
+        name, suffix = f"{base}_{suffix}", suffix + 1
+    taken.add(name)
+    return name
