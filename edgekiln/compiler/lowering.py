@@ -14,8 +14,15 @@ pinned dynamic dims), so lowering is a one-to-one translation:
 
 Then `plan_arena` places the intermediates.  What lowering refuses, each with an error
 naming the node: a value without a static shape (`DynamicShapeError`), an op outside
-the default ONNX domain, and control flow (If/Loop/Scan carry subgraphs)
-(`UnsupportedOpError`).
+the default ONNX domain other than edgekiln's own fused ops, and control flow (If/Loop/Scan
+carry subgraphs) (`UnsupportedOpError`).
+
+edgekiln's fused ops (`compiler/fused_ops.py`, domain "edgekiln") lower to one call each:
+`FusedConvAddRelu` becomes op "FusedConv" with `attrs["epilogue"] = ["Add", "Relu"]` next
+to the node's own attributes (conv attributes, act_min/act_max/act_alpha/act_beta); the
+standalone `Gelu` / `GeluTanh` keep their op type.  A node that a block pass grouped
+(`metadata_props["edgekiln.block"]`, e.g. "inverted_residual_0") carries that id in
+`KernelCall.block`.
 
 Old exports list initializers among the graph inputs too (overridable defaults); for a
 deployed model the weights are fixed, so those become constants, not inputs.
@@ -28,12 +35,15 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from edgekiln.compiler import fused_ops
 from edgekiln.compiler.graph import Graph
 from edgekiln.compiler.memory_planner import plan_arena
 from edgekiln.compiler.program import KernelCall, Program, TensorSpec
 from edgekiln.errors import DynamicShapeError, UnsupportedOpError
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
+BLOCK_KEY = "edgekiln.block"  # node metadata a block-partition pass sets
+STANDALONE_EDGEKILN_OPS = ("Gelu", "GeluTanh")
 _LAYOUT_BY_RANK = {4: "NCHW", 2: "NC"}
 
 
@@ -81,8 +91,11 @@ class _Lowering:
         call_inputs = tuple(self._input_name(value) for value in node.inputs)
         call_outputs = tuple(self._node_output(value, node, name) for value in node.outputs)
         attrs = {key: _json_attr(attr, node, name) for key, attr in node.attributes.items()}
-        self.calls.append(KernelCall(name=name, op=node.op_type, inputs=call_inputs,
-                                     outputs=call_outputs, attrs=attrs))
+        op = node.op_type
+        if node.domain == fused_ops.DOMAIN and (fused := fused_ops.parse_fused_op_type(op)) is not None:
+            op, attrs = fused[0], {"epilogue": list(fused[1]), **attrs}
+        self.calls.append(KernelCall(name=name, op=op, inputs=call_inputs, outputs=call_outputs,
+                                     attrs=attrs, block=node.metadata_props.get(BLOCK_KEY)))
 
     def _call_name(self, node: ir.Node, index: int) -> str:
         # Backends use call names as symbols and in reports, so they must be unique and
@@ -147,7 +160,13 @@ class _Lowering:
 # -- checks --------------------------------------------------------------------------------
 def _check_supported(node: ir.Node, call_name: str) -> None:
     where = f"node {call_name!r} ({_op_label(node)})"
-    if node.domain not in DEFAULT_DOMAINS:
+    if node.domain == fused_ops.DOMAIN and (fused_ops.parse_fused_op_type(node.op_type) is None
+                                            and node.op_type not in STANDALONE_EDGEKILN_OPS):
+        raise UnsupportedOpError(
+            f"{where}: {node.op_type!r} is not one of edgekiln's fused ops (FusedConv, FusedGemm, "
+            "FusedMatMul with an epilogue, Gelu, GeluTanh); the model was edited by hand or by a "
+            "newer edgekiln. Compile the original model.")
+    if node.domain not in (*DEFAULT_DOMAINS, fused_ops.DOMAIN):
         raise UnsupportedOpError(
             f"{where}: operator domain {node.domain!r} is not supported; edgekiln lowers "
             "standard ONNX operators only. Export without custom or vendor ops (give the "

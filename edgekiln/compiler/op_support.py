@@ -35,7 +35,10 @@ Constraints (a node violating any is unsupported, with the reason):
 
 Nodes that never reach lowering are not judged: Constant (lifted to an initializer by the
 frontend), Identity and Dropout (removed by cleanup), and nodes whose inputs are all constant
-or static shapes (`foldable_nodes`: constant folding replaces them).  Nodes in a non-default
+or static shapes (`foldable_nodes`: constant folding replaces them).  edgekiln's own fused
+nodes (domain "edgekiln", e.g. FusedConvAddRelu) are supported when the backend supports the
+base op (Conv / Gemm / MatMul, with its constraints) and every epilogue step (`EPILOGUE_NEEDS`:
+SiLU needs Sigmoid and Mul, Gelu needs Gelu or Erf, ...).  Nodes in any other non-default
 domain (com.microsoft, ...) are unsupported by every backend.  Shape-dependent constraints are
 checked where shapes are known; pin dynamic input dims (`--input-shape`) for a complete check.
 """
@@ -54,6 +57,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from edgekiln.compiler import fused_ops
 from edgekiln.compiler.graph import Graph
 from edgekiln.compiler.model_stats import dims, is_constant_tensor
 from edgekiln.errors import UnknownTargetError
@@ -71,6 +75,23 @@ REMOVED_BEFORE_LOWERING = {
 _NOT_FOLDABLE = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial"})
 
 _INFO_KEYS = frozenset({"note", "lowered_as", "source"})
+
+# edgekiln's fused ops (compiler/fused_ops.py): the default-domain ops a backend must support for
+# each epilogue step, as alternatives (any one suffices).  The epilogue's parameters are node
+# attributes, so the activation ops' own constraints (Clip's constant bounds) always hold.
+EPILOGUE_NEEDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    fused_ops.RESIDUAL: (("Add",),),
+    "Relu": (("Relu",),),
+    "Clip": (("Clip",),),
+    "LeakyRelu": (("LeakyRelu",),),
+    "HardSigmoid": (("HardSigmoid",),),
+    "HardSwish": (("HardSwish",),),
+    "Sigmoid": (("Sigmoid",),),
+    "Tanh": (("Tanh",),),
+    "SiLU": (("Sigmoid", "Mul"),),
+    "Gelu": (("Gelu",), ("Erf",)),  # the exact GELU is 0.5·x·(1 + erf(x/√2))
+    "GeluTanh": (("Tanh",),),
+}
 
 
 @dataclass(frozen=True)
@@ -218,6 +239,8 @@ def unsupported_nodes(graph: Graph, backend: str) -> list[UnsupportedNode]:
 def _why_unsupported(
     node: ir.Node, spec: BackendOps, graph: Graph, folded: set[str], constants: _ConstantView
 ) -> str | None:
+    if node.domain == fused_ops.DOMAIN:
+        return _why_fused_unsupported(node, spec, graph, constants)
     if node.domain not in ("", "ai.onnx"):
         return (
             f"op {node.op_type} is in the non-standard domain {node.domain!r}; no edgekiln backend "
@@ -229,14 +252,50 @@ def _why_unsupported(
     if rule is None:
         hint = spec.unsupported.get(node.op_type)
         return f"{node.op_type} is not supported on {spec.backend}" + (f": {hint}" if hint else "")
-    context = _Context(node, graph.opset(""), constants)
+    problem = _rule_problem(node, node.op_type, rule, spec, graph, constants)
+    return None if problem is None else f"{node.op_type} on {spec.backend}: {problem}"
+
+
+def _rule_problem(
+    node: ir.Node, op_type: str, rule: OpRule, spec: BackendOps, graph: Graph, constants: _ConstantView
+) -> str | None:
+    """The first constraint of `rule` (then of the backend's requirements) `node` violates."""
+    context = _Context(node, graph.opset(""), constants, op_type)
     # The op's own limits first: they carry its note and are the more specific reason.
     for key, limit in rule.constraints.items():
         if problem := _CHECKS[key](context, limit):
-            return f"{node.op_type} on {spec.backend}: {problem}" + (f" ({rule.note})" if rule.note else "")
+            return problem + (f" ({rule.note})" if rule.note else "")
     for key, limit in spec.requirements.items():
         if problem := _CHECKS[key](context, limit):
-            return f"{node.op_type} on {spec.backend}: {problem}"
+            return problem
+    return None
+
+
+def _why_fused_unsupported(node: ir.Node, spec: BackendOps, graph: Graph, constants: _ConstantView) -> str | None:
+    """An edgekiln fused node is supported when its base op is (with that op's constraints, its
+    inputs sitting where the base op's do) and every epilogue step's ops are (EPILOGUE_NEEDS)."""
+    parsed = fused_ops.parse_fused_op_type(node.op_type)
+    if parsed is not None:
+        base_op, steps = parsed[0].removeprefix("Fused"), parsed[1]
+    elif node.op_type in ("Gelu", "GeluTanh"):
+        base_op, steps = None, (node.op_type,)
+    else:
+        return (f"op {node.op_type} is in the {fused_ops.DOMAIN!r} domain but is not one of edgekiln's "
+                "fused ops; compile the original model")
+    where = f"{node.op_type} on {spec.backend}"
+    if base_op is not None:
+        rule = spec.ops.get(base_op)
+        if rule is None:
+            hint = spec.unsupported.get(base_op)
+            return f"{where}: {base_op} is not supported" + (f": {hint}" if hint else "")
+        if (problem := _rule_problem(node, base_op, rule, spec, graph, constants)) is not None:
+            return f"{where}: {problem}"
+    for step in steps:
+        options = EPILOGUE_NEEDS[step]
+        if not any(all(op in spec.ops for op in option) for option in options):
+            need = " or ".join("+".join(option) for option in options)
+            hint = next((spec.unsupported[op] for option in options for op in option if op in spec.unsupported), "")
+            return f"{where}: the {step} step needs {need}" + (f" ({hint})" if hint else "")
     return None
 
 
@@ -258,6 +317,10 @@ class _Context:
     node: ir.Node
     opset: int
     constants: _ConstantView
+    op_type: str = ""  # the op whose semantics apply: a fused node's base op; else the node's
+
+    def __post_init__(self) -> None:
+        self.op_type = self.op_type or self.node.op_type
 
     def input(self, index: int) -> ir.Value | None:
         return self.node.inputs[index] if index < len(self.node.inputs) else None
@@ -272,7 +335,7 @@ class _Context:
         if attr is not None:
             # TOML gives lists, onnx-ir gives tuples for INTS/FLOATS/STRINGS: compare as lists.
             return list(attr.value) if isinstance(attr.value, tuple) else attr.value
-        return _schema_default(self.node.op_type, self.opset, name)
+        return _schema_default(self.op_type, self.opset, name)
 
     def axis(self) -> int | None:
         """The node's `axis` attribute, normalized against input 0's rank."""
@@ -287,7 +350,7 @@ class _Context:
         rank = self.rank()
         if rank is None:
             return None
-        op = self.node.op_type
+        op = self.op_type
         if op in ("Split", "Concat"):
             axis = self.axis()
             return None if axis is None else [axis]
@@ -374,7 +437,7 @@ def _check_max_axis_size(c: _Context, limit: int) -> str | None:
     if axis is None or shape is None:
         return None
     # Softmax before opset 13 and LayerNormalization normalize over axis..end, not one axis.
-    spans = c.node.op_type == "LayerNormalization" or (c.node.op_type in ("Softmax", "LogSoftmax") and c.opset < 13)
+    spans = c.op_type == "LayerNormalization" or (c.op_type in ("Softmax", "LogSoftmax") and c.opset < 13)
     size = math.prod(shape[axis:]) if spans else shape[axis]
     return f"normalized size {size} > {limit}" if size > limit else None
 
@@ -388,7 +451,7 @@ def _check_leading_ones(c: _Context, required: bool) -> str | None:
 
 def _touched_axes(c: _Context) -> list[int] | None:
     """Axes the node changes: padded axes for Pad, resized axes for Resize, else `axes()`."""
-    op = c.node.op_type
+    op = c.op_type
     if op == "Pad":
         pads = c.attr("pads") if "pads" in c.node.attributes else constant_array(c.input(1))
         if pads is None:

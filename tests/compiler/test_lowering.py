@@ -233,3 +233,59 @@ def test_torch_exported_model_lowers_with_arena_below_naive(tmp_path):
     # conv1 out, relu out, conv2 out: three 64 KiB tensors live at the add.
     assert arena.arena_bytes == arena.peak_live_bytes == 3 * 65536
     assert arena.naive_bytes == 4 * 65536 + 2 * 32768 + 2 * 128
+
+
+# -- edgekiln fused ops --------------------------------------------------------------------------
+
+def test_fused_nodes_lower_to_one_call_each_with_epilogue_and_block():
+    from edgekiln.passes.fuse_epilogue import FuseEpiloguePass
+
+    graph = conv_net()
+    FuseEpiloguePass().run(graph)  # conv1+relu1 and conv2+add
+    graph.node("conv2").metadata_props["edgekiln.block"] = "basic_residual_0"
+    program = lower_graph(graph)
+    assert [(c.name, c.op, c.block) for c in program.calls] == [
+        ("conv1", "FusedConv", None), ("conv2", "FusedConv", "basic_residual_0"),
+        ("pool", "GlobalAveragePool", None), ("flatten", "Flatten", None), ("fc", "Gemm", None)]
+    conv1, conv2 = program.calls[:2]
+    assert conv1.attrs == {"epilogue": ["Relu"], "kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    assert conv2.attrs["epilogue"] == ["Add"]
+    # conv2 had no bias: it got a zero one; the residual is the fourth input.
+    assert conv2.inputs[:2] == ("r1", "W2") and conv2.inputs[3] == "r1" and conv2.outputs == ("s",)
+    assert not program.constants[conv2.inputs[2]].any()
+    text = program.to_text()
+    assert "%r1 = FusedConv[epilogue=Relu, kernel_shape=3x3, pads=1,1,1,1](%x: float32[1,3,16,16]" in text
+    assert "%s = FusedConv[epilogue=Add, kernel_shape=3x3" in text and "# block basic_residual_0" in text
+    assert_valid_arena(program)
+
+
+def test_fused_activation_parameters_and_standalone_gelu_lower():
+    from edgekiln.compiler import fused_ops
+
+    nodes = [helper.make_node("FusedGemmClip", ["a", "Wg", "Cg"], ["g"], "fc", domain="edgekiln",
+                              transB=1, act_min=0.0, act_max=6.0),
+             helper.make_node("GeluTanh", ["g"], ["y"], "gelu", domain="edgekiln")]
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [helper.make_tensor_value_info("a", FLOAT, [2, 6])],
+                          [helper.make_tensor_value_info("y", FLOAT, [2, 5])],
+                          [init("Wg", np.ones((5, 6), np.float32)), init("Cg", np.zeros(5, np.float32))],
+                          value_info=[helper.make_tensor_value_info("g", FLOAT, [2, 5])]),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("edgekiln", 1)])
+    graph = Graph.from_proto(model)
+    fused_ops.ensure_fused_function(graph.model, "FusedGemm", ["Clip"])
+    fused_ops.ensure_gelu_function(graph.model, "tanh")
+    onnx.checker.check_model(graph.to_proto(), full_check=True)
+    program = lower_graph(graph)
+    assert [(c.op, c.attrs) for c in program.calls] == [
+        ("FusedGemm", {"epilogue": ["Clip"], "transB": 1, "act_min": 0.0, "act_max": 6.0}), ("GeluTanh", {})]
+
+
+def test_unknown_edgekiln_op_is_refused():
+    node = helper.make_node("FusedPool", ["x"], ["y"], "pool", domain="edgekiln")
+    model = helper.make_model(
+        helper.make_graph([node], "g", [helper.make_tensor_value_info("x", FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", FLOAT, [1, 4])]),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("edgekiln", 1)])
+    with pytest.raises(UnsupportedOpError, match=r"node 'pool' \(edgekiln::FusedPool\): 'FusedPool' is not "
+                                                 r"one of edgekiln's fused ops"):
+        lower_graph(Graph.from_proto(model))

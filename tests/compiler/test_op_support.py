@@ -265,3 +265,66 @@ def test_unsupported_nodes_are_in_graph_order():
     ]
     graph = build(nodes, [("x", [1, 8])], opset=20)
     assert [u.node_name for u in unsupported_nodes(graph, "edgetpu")] == ["first", "second"]
+
+
+# -- edgekiln fused nodes ---------------------------------------------------------------------
+
+
+def fused(op_type: str, inputs=("x", "w", "b"), x_shape=(1, 4, 8, 8), initializers=None, **attrs) -> Graph:
+    """One edgekiln-domain node over x (weights w, b constant unless left out of initializers)."""
+    if initializers is None:
+        initializers = [const("w", np.zeros((4, 4, 3, 3), np.float32)), const("b", np.zeros(4, np.float32))]
+    node = helper.make_node(op_type, list(inputs), ["y"], name="fused", domain="edgekiln", **attrs)
+    return build([node], [("x", list(x_shape))], initializers=initializers, extra_opsets=[("edgekiln", 1)])
+
+
+def test_epilogue_needs_cover_every_fused_step():
+    from edgekiln.compiler import fused_ops
+    from edgekiln.compiler.op_support import EPILOGUE_NEEDS
+
+    assert set(EPILOGUE_NEEDS) == {fused_ops.RESIDUAL, *fused_ops.ACTIVATIONS}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fused_conv_with_supported_epilogue_is_supported_everywhere(backend):
+    for op_type in ("FusedConvRelu", "FusedConvAddClip", "FusedConvSiLU", "FusedConvHardSwish", "FusedConv"):
+        inputs = ("x", "w", "b", "x") if "Add" in op_type else ("x", "w", "b")
+        assert reasons(fused(op_type, inputs, kernel_shape=[3, 3], pads=[1, 1, 1, 1]), backend) == {}, op_type
+
+
+def test_fused_epilogue_steps_need_their_ops():
+    gelu = fused("FusedConvGelu", kernel_shape=[3, 3])
+    assert reasons(gelu, "arm_cpu") == {} and reasons(gelu, "mobile_gpu") == {}
+    assert reasons(gelu, "edgetpu")["fused"] == ("FusedConvGelu on edgetpu: the Gelu step needs Gelu or Erf "
+                                                 "(no Edge TPU op)")
+    assert "the Gelu step needs Gelu or Erf" in reasons(gelu, "fpga_hls")["fused"]
+    assert "the LeakyRelu step needs LeakyRelu" in reasons(fused("FusedConvLeakyRelu", act_alpha=0.1), "edgetpu")["fused"]
+    # GeluTanh needs only Tanh, which the Edge TPU has.
+    assert reasons(fused("FusedConvGeluTanh"), "edgetpu") == {}
+
+
+def test_fused_node_is_judged_by_its_base_op_constraints():
+    # The base op's attribute defaults and constant-input rules apply to the fused node.
+    dilated = fused("FusedConvRelu", kernel_shape=[3, 3], dilations=[2, 2])
+    assert "dilations=[2, 2]" in reasons(dilated, "edgetpu")["fused"]
+    grouped = fused("FusedConvRelu", x_shape=(1, 8, 8, 8), group=2,
+                    initializers=[const("w", np.zeros((4, 4, 3, 3), np.float32)), const("b", np.zeros(4, np.float32))])
+    assert "neither dense nor depthwise" in reasons(grouped, "fpga_hls")["fused"]
+    node = helper.make_node("FusedMatMulRelu", ["x", "w", "b"], ["y"], name="fused", domain="edgekiln")
+    attention_like = build([node], [("x", [1, 4, 8]), ("w", [8, 8])], initializers=[const("b", np.zeros(8, np.float32))],
+                           extra_opsets=[("edgekiln", 1)])
+    assert "input 1 ('w') must be a compile-time constant" in reasons(attention_like, "edgetpu")["fused"]
+    assert reasons(attention_like, "arm_cpu") == {}
+    gemm = fused("FusedGemmRelu", ("x", "w", "b"), x_shape=(2, 4), transA=1,
+                 initializers=[const("w", np.zeros((2, 4), np.float32)), const("b", np.zeros(4, np.float32))])
+    assert "transA=1 not in [0]" in reasons(gemm, "edgetpu")["fused"]
+
+
+def test_standalone_edgekiln_gelu_and_unknown_edgekiln_ops():
+    gelu, gelu_tanh = fused("Gelu", ("x",), initializers=[]), fused("GeluTanh", ("x",), initializers=[])
+    assert reasons(gelu, "arm_cpu") == {} and reasons(gelu_tanh, "arm_cpu") == {}
+    assert "the Gelu step needs Gelu or Erf" in reasons(gelu, "edgetpu")["fused"]
+    assert reasons(gelu_tanh, "edgetpu") == {}  # tanh-GELU needs only Tanh
+    unknown = fused("FusedPool", ("x",), initializers=[])
+    for backend in BACKENDS:
+        assert "not one of edgekiln's fused ops" in reasons(unknown, backend)["fused"]
