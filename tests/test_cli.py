@@ -76,7 +76,8 @@ def test_emit_onnx_writes_the_optimized_model(tmp_path, model_file):
     assert result.exit_code == 0, result.output
     assert "removed 1 Identity" in result.output
     optimized = onnx.load(out)
-    assert [n.op_type for n in optimized.graph.node] == ["Conv", "Relu"]
+    assert [n.op_type for n in optimized.graph.node] == ["FusedConvRelu"]
+    assert "fused conv (Conv) + relu (Relu) into conv (FusedConvRelu)" in result.output
     assert max_relative_error(run_ort(conv_relu_model(), {"x": X})[0], run_ort(optimized, {"x": X})[0]) <= 1e-5
 
 

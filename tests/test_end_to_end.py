@@ -13,6 +13,7 @@ import edgekiln
 from edgekiln.cli import main
 from edgekiln.compiler.compile import compile_model
 from tests.conftest import max_relative_error, run_ort
+from tests.support.numerics import assert_same_outputs, with_logits_exposed
 from tests.zoo import all_models, input_shapes, model_path, sample_input
 
 pytestmark = pytest.mark.slow
@@ -24,14 +25,9 @@ def _shape_options(name: str) -> list[str]:
 
 @pytest.mark.parametrize("name", all_models())
 def test_optimized_onnx_matches_the_input_model(name, tmp_path):
-    path = model_path(name)
+    path, probabilities = with_logits_exposed(model_path(name), tmp_path)
     result = compile_model(path, "host", input_shapes=input_shapes(name))
-    optimized = result.graph.to_proto()
-    onnx.checker.check_model(optimized)
-    feeds = sample_input(name)
-    for want, got in zip(run_ort(path, feeds), run_ort(optimized, feeds)):
-        assert got.shape == want.shape
-        assert max_relative_error(want, got) <= 1e-5
+    assert_same_outputs(path, result.graph.to_proto(), sample_input(name), probabilities)
     memory = result.artifact.manifest["memory"]
     assert 0 < memory["arena_bytes"] <= memory["naive_intermediate_bytes"]
 
@@ -42,14 +38,13 @@ def test_cli_inspect_and_compile_emit_onnx(name, tmp_path):
     inspected = runner.invoke(main, ["inspect", str(model_path(name)), "--json", str(tmp_path / "r.json")])
     assert inspected.exit_code == 0, inspected.output
     assert json.loads((tmp_path / "r.json").read_text())
+    path, probabilities = with_logits_exposed(model_path(name), tmp_path)
     out = tmp_path / "optimized.onnx"
-    compiled = runner.invoke(main, ["compile", str(model_path(name)), "--target", "host", "--emit", "onnx",
+    compiled = runner.invoke(main, ["compile", str(path), "--target", "host", "--emit", "onnx",
                                     "-o", str(out), *_shape_options(name)])
     assert compiled.exit_code == 0, compiled.output
     assert "arena" in compiled.output
-    feeds = sample_input(name)
-    for want, got in zip(run_ort(model_path(name), feeds), run_ort(out, feeds)):
-        assert max_relative_error(want, got) <= 1e-5
+    assert_same_outputs(path, onnx.load(out), sample_input(name), probabilities)
 
 
 @pytest.mark.parametrize("name", ["digits_cnn", "ppocr_cls"])

@@ -24,7 +24,7 @@ from edgekiln.compiler.input_shapes import parse_input_shapes
 from edgekiln.compiler.lowering import lower_graph
 from edgekiln.compiler.op_support import unsupported_nodes
 from edgekiln.compiler.pass_manager import PassManager
-from edgekiln.compiler.pipelines import passes_for
+from edgekiln.compiler.pipelines import stages_for
 from edgekiln.compiler.target import Target, get_target
 from edgekiln.errors import UnsupportedOpError
 
@@ -48,7 +48,8 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto, target: str | Targ
     shapes = parse_input_shapes(input_shapes)
     trace = ExplainTrace()
     model_name, model_hash, graph = _load(model, shapes, trace)
-    graph = PassManager(passes_for(target.backend)).run(graph, trace)
+    for stage in stages_for(target.backend):
+        graph = PassManager(stage.passes, stage=stage.name).run(graph, trace)
     if check_ops:
         _refuse_unsupported(graph, target)
     program = lower_graph(graph)

@@ -17,6 +17,7 @@ class PassRecord:
     nodes_after: int
     applied: list[str] = field(default_factory=list)
     not_applied: list[str] = field(default_factory=list)
+    stage: str = ""
 
 
 @dataclass
@@ -36,7 +37,8 @@ class ExplainTrace:
             if not (r.changed or r.applied or r.not_applied):
                 continue
             delta = f"{r.nodes_before} -> {r.nodes_after} nodes"
-            lines.append(f"[sweep {r.sweep}] {r.pass_name}: {'changed' if r.changed else 'no change'} ({delta})")
+            where = f"{r.stage} sweep {r.sweep}" if r.stage else f"sweep {r.sweep}"
+            lines.append(f"[{where}] {r.pass_name}: {'changed' if r.changed else 'no change'} ({delta})")
             lines.extend(f"    applied: {a}" for a in r.applied)
             # Reasons repeat every sweep; the first sweep states them once.
             if r.sweep == 1 or r.changed:

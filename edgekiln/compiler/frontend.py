@@ -144,7 +144,27 @@ def load_confined_external_data(proto: onnx.ModelProto, path: Path) -> None:
             raise ModelLoadError(f"{path}: cannot read its external data: {exc}") from None
 
 
+def fill_missing_output_shapes(proto: onnx.ModelProto) -> None:
+    """Give graph outputs declared without a shape the inferred one.
+
+    ONNX allows a shapeless output and onnxruntime runs such models, but the checker of
+    onnx >= 1.17 refuses them; hand-edited models (an output added by name) often have one.
+    """
+    missing = [o for o in proto.graph.output if o.type.HasField("tensor_type") and not o.type.tensor_type.HasField("shape")]
+    if not missing:
+        return
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # noqa: BLE001 - the checker below reports what is wrong with the model
+        return
+    known = {v.name: v.type for v in [*inferred.graph.value_info, *inferred.graph.output]}
+    for output in missing:
+        if output.name in known and known[output.name].tensor_type.HasField("shape"):
+            output.type.CopyFrom(known[output.name])
+
+
 def check_model_proto(proto: onnx.ModelProto, path: Path) -> None:
+    fill_missing_output_shapes(proto)
     try:
         onnx.checker.check_model(proto)
     except (onnx.checker.ValidationError, ValueError) as exc:

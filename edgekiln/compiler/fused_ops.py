@@ -114,6 +114,11 @@ def ensure_gelu_function(model: ir.Model, approximate: str = "none") -> str:
 
 
 def _add_function(model: ir.Model, proto: onnx.FunctionProto) -> None:
+    # The checker wants a function to import the model's own default opset; the body ops
+    # (Conv, Gemm, MatMul, Add, activations, Constant) mean the same from opset 17 to 22.
+    model_opset = model.opset_imports.get("", BODY_OPSET)
+    del proto.opset_import[:]
+    proto.opset_import.append(helper.make_opsetid("", max(BODY_OPSET, model_opset)))
     function = ir.serde.deserialize_function(proto)
     model.functions[function.identifier()] = function
     model.opset_imports.setdefault(DOMAIN, DOMAIN_VERSION)

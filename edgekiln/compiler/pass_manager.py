@@ -34,8 +34,9 @@ def find_structural_problem(graph: Graph) -> str | None:
 
 
 class PassManager:
-    def __init__(self, passes: Sequence[Pass], max_sweeps: int = 8, check: bool = True) -> None:
+    def __init__(self, passes: Sequence[Pass], max_sweeps: int = 8, check: bool = True, stage: str = "") -> None:
         self.passes = list(passes)
+        self.stage = stage
         self.max_sweeps = max_sweeps
         self.check = check
 
@@ -54,7 +55,7 @@ class PassManager:
                 history.append(p.name)
                 trace.records.append(
                     PassRecord(p.name, sweep, result.changed, before, len(graph.main),
-                               result.applied, result.not_applied)
+                               result.applied, result.not_applied, self.stage)
                 )
                 if result.changed:
                     sweep_changed = True

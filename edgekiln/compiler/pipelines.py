@@ -1,39 +1,97 @@
-"""The pass pipeline of each backend, each one explicit list, visible in one place.
+"""The pass pipeline of each backend: explicit stages of explicit passes, in one place.
 
-Read top to bottom: this is everything that runs on a graph for a target, in order.
-The `PassManager` repeats a list until a sweep changes nothing.
+Read top to bottom: this is everything that runs on a graph for a target, in order.  Each
+stage runs to its own fixed point (`PassManager`) before the next starts, so a later stage
+never sees a graph an earlier one could still simplify:
+
+    simplify   cleanup, folding, re-parameterization and pattern recognition, together,
+               because each can expose work for the others (a folded BN exposes a
+               mergeable branch; a removed no-op exposes a duplicate)
+    fuse       epilogue fusion, then the block partition over the fused nodes
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from edgekiln.compiler.pass_contract import Pass
+from edgekiln.passes.eliminate_common_subexpressions import EliminateCommonSubexpressionsPass
 from edgekiln.passes.eliminate_identity import EliminateIdentityPass
+from edgekiln.passes.eliminate_no_ops import EliminateNoOpsPass
+from edgekiln.passes.fold_affine_into_conv import FoldAffineIntoConvPass
+from edgekiln.passes.fold_batch_norm import FoldBatchNormPass
 from edgekiln.passes.fold_constants import FoldConstantsPass
+from edgekiln.passes.fold_pad import FoldPadPass
+from edgekiln.passes.fuse_epilogue import FuseEpiloguePass
+from edgekiln.passes.fuse_matmul_add import FuseMatMulAddPass
+from edgekiln.passes.make_pads_explicit import MakePadsExplicitPass
+from edgekiln.passes.mark_attention import MarkAttentionPass
+from edgekiln.passes.merge_conv_branches import MergeConvBranchesPass
+from edgekiln.passes.partition_blocks import PartitionBlocksPass
+from edgekiln.passes.recognize_gelu import RecognizeGeluPass
+from edgekiln.passes.recognize_hard_swish import RecognizeHardSwishPass
+from edgekiln.passes.recognize_layer_norm import RecognizeLayerNormPass
 from edgekiln.passes.remove_dead_nodes import RemoveDeadNodesPass
 
 
+@dataclass
+class Stage:
+    name: str
+    passes: list[Pass]
+
+
 def cleanup() -> list[Pass]:
+    # No-op removal first: skipping a no-op can reveal duplicates; dead nodes last: every
+    # other pass can leave unused initializers behind.
     return [
         EliminateIdentityPass(),
+        EliminateNoOpsPass(),
+        EliminateCommonSubexpressionsPass(),
         FoldConstantsPass(),
         RemoveDeadNodesPass(),
     ]
 
 
-def arm_cpu() -> list[Pass]:
-    return [*cleanup()]
+def recognize_patterns() -> list[Pass]:
+    # Before folding: HardSwish spelled x·relu6(x+3)/6 reads the conv output twice, which
+    # would make every fold around it refuse with "other readers".
+    return [
+        RecognizeHardSwishPass(),
+        RecognizeLayerNormPass(),
+        RecognizeGeluPass(),
+    ]
 
 
-def mobile_gpu() -> list[Pass]:
-    return [*cleanup()]
+def fold() -> list[Pass]:
+    return [
+        MakePadsExplicitPass(),
+        FoldPadPass(),
+        FoldBatchNormPass(),
+        FoldAffineIntoConvPass(),
+        FuseMatMulAddPass(),
+        MergeConvBranchesPass(),  # after BN folding: conv+BN branches are plain convs by then
+    ]
 
 
-def edgetpu() -> list[Pass]:
-    return [*cleanup()]
+def simplify() -> Stage:
+    return Stage("simplify", [*cleanup(), *recognize_patterns(), *fold(), MarkAttentionPass()])
 
 
-def fpga_hls() -> list[Pass]:
-    return [*cleanup()]
+def arm_cpu() -> list[Stage]:
+    return [simplify(), Stage("fuse", [FuseEpiloguePass(), PartitionBlocksPass()])]
+
+
+def mobile_gpu() -> list[Stage]:
+    return [simplify(), Stage("fuse", [FuseEpiloguePass(), PartitionBlocksPass()])]
+
+
+def edgetpu() -> list[Stage]:
+    # TFLite ops carry a fused activation; there are no cache blocks to plan on a TPU.
+    return [simplify(), Stage("fuse", [FuseEpiloguePass()])]
+
+
+def fpga_hls() -> list[Stage]:
+    return [simplify(), Stage("fuse", [FuseEpiloguePass()])]
 
 
 PIPELINES = {
@@ -44,6 +102,6 @@ PIPELINES = {
 }
 
 
-def passes_for(backend: str) -> list[Pass]:
-    """A fresh list of pass instances for `backend` (passes may keep per-run state)."""
+def stages_for(backend: str) -> list[Stage]:
+    """Fresh pass instances for `backend` (passes may keep per-run state)."""
     return PIPELINES[backend]()

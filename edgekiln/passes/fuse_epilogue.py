@@ -114,7 +114,6 @@ class FuseEpiloguePass(RewritePass[_Candidate]):
         base = chain.base
         kind = BASE_OPS[base.op_type]
         op_type = fused_ops.ensure_fused_function(graph.model, kind, chain.steps)
-        _align_function_opset(graph, op_type)
         inputs = [base.inputs[0], base.inputs[1], _bias(graph, chain)]
         if chain.residual is not None:
             inputs.append(chain.residual)
@@ -357,14 +356,6 @@ def _zero_bias(graph: Graph, chain: _Chain, size: int) -> ir.Value:
     value.shape, value.type = ir.Shape([size]), ir.TensorType(dtype)
     graph.main.register_initializer(value)
     return value
-
-
-def _align_function_opset(graph: Graph, op_type: str) -> None:
-    """The ONNX checker wants a function to import the model's default opset; the fused bodies
-    (Conv, Gemm, MatMul, Add, activations, Constant) mean the same from opset 17 to 22."""
-    function = graph.model.functions[(fused_ops.DOMAIN, op_type, "")]
-    if graph.opset("") > function.opset_imports.get("", 0):
-        function.opset_imports[""] = graph.opset("")
 
 
 def _bias(graph: Graph, chain: _Chain) -> ir.Value:

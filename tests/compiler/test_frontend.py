@@ -161,3 +161,10 @@ def test_missing_external_data_file_is_named(tmp_path):
     (path.parent / "weights.data").unlink()
     with pytest.raises(ModelLoadError, match="weights.data.*missing"):
         load_model(path)
+
+
+def test_an_output_declared_without_shape_is_accepted(save_model):
+    model = conv_relu_model()
+    model.graph.output.append(onnx.helper.make_tensor_value_info("c", onnx.TensorProto.FLOAT, None))
+    graph = load_model(save_model(model))
+    assert [graph.static_shape(v) for v in graph.outputs] == [(1, 4, 8, 8), (1, 4, 8, 8)]

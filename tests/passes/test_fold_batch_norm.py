@@ -20,6 +20,7 @@ from edgekiln.passes.fuse_matmul_add import FuseMatMulAddPass
 from edgekiln.passes.make_pads_explicit import MakePadsExplicitPass
 from tests.conftest import max_relative_error, run_ort
 from tests.support.graphs import build_graph
+from tests.support.numerics import assert_same_outputs, with_logits_exposed
 from tests.zoo import input_shapes, model_path, sample_input
 
 RNG = np.random.default_rng(7)
@@ -214,28 +215,16 @@ MODELS_WITH_BN = ("digits_cnn", "inverted_residual", "resnet_basic", "repvgg", "
                   "ppocr_det", "ppocr_rec", "ppocr_cls")
 
 
-def load_with_logits(name: str, tmp_path) -> tuple[Graph, Path]:
-    """The model as the compiler loads it, and the original file to compute references on.
-
-    The PP-OCR detector ends in a Sigmoid that is ~0 on a noise input, so a relative error
-    there only measures float noise: its logits (the Sigmoid input) are exposed as an extra
-    output, compared relatively, and the probabilities absolutely (see `assert_outputs_match`).
-    """
-    proto = onnx.load(model_path(name))
-    producers = {o: n for n in proto.graph.node for o in n.output}
-    for out in list(proto.graph.output):
-        node = producers.get(out.name)
-        if node is not None and node.op_type == "Sigmoid":
-            proto.graph.output.append(helper.make_tensor_value_info(node.input[0], onnx.TensorProto.FLOAT, ["n", "c", "h", "w"]))
-    path = tmp_path / f"{name}.onnx"
-    onnx.save(proto, path)
-    return load_model(path, input_shapes(name)), path
+def load_with_logits(name: str, tmp_path) -> tuple[Graph, Path, dict[str, str]]:
+    """The model as the compiler loads it, the original file (logits exposed) and its probability outputs."""
+    path, probabilities = with_logits_exposed(model_path(name), tmp_path)
+    return load_model(path, input_shapes(name)), path, probabilities
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS_WITH_BN)
 def test_every_bn_after_a_conv_is_folded_in_zoo_models(name, tmp_path):
-    graph, original = load_with_logits(name, tmp_path)
+    graph, original, probabilities = load_with_logits(name, tmp_path)
     bns_before = graph.count_ops()["BatchNormalization"]
     result = FoldBatchNormPass().run(graph)
     left = [n for n in graph.main if n.op_type == "BatchNormalization"]
@@ -243,20 +232,8 @@ def test_every_bn_after_a_conv_is_folded_in_zoo_models(name, tmp_path):
     assert len(result.applied) == bns_before - len(left)
     for bn in left:
         assert bn.inputs[0].producer().op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul")
-    assert_outputs_match(original, graph, sample_input(name))
+    assert_same_outputs(original, graph.to_proto(), sample_input(name), probabilities)
     assert not FoldBatchNormPass().run(graph).changed
-
-
-def assert_outputs_match(original: Path, graph: Graph, feeds: dict[str, np.ndarray]) -> None:
-    """ORT on the original file vs on `graph`: max relative error <= 1e-5 (probabilities: absolute)."""
-    proto = graph.to_proto()
-    onnx.checker.check_model(proto)
-    for value, want, got in zip(graph.outputs, run_ort(original, feeds), run_ort(proto, feeds), strict=True):
-        assert got.shape == want.shape
-        if value.producer().op_type == "Sigmoid":
-            assert float(np.max(np.abs(want - got))) <= 1e-5  # in [0, 1]: the scale is 1
-        else:
-            assert max_relative_error(want, got) <= 1e-5
 
 
 # The folding passes in pipeline order; (nodes before, nodes after, fires per pass) per model.
@@ -281,7 +258,7 @@ FOLDED = {
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(FOLDED))
 def test_folding_passes_in_pipeline_order_on_zoo_models(name, tmp_path):
-    graph, original = load_with_logits(name, tmp_path)
+    graph, original, probabilities = load_with_logits(name, tmp_path)
     before, after, fires = FOLDED[name]
     assert len(graph.main) == before
     trace = ExplainTrace()
@@ -294,4 +271,4 @@ def test_folding_passes_in_pipeline_order_on_zoo_models(name, tmp_path):
     assert len(graph.main) == after
     identity_branches = {"repvgg": 1, "mobileone": 4}  # the re-parameterization pass's to merge
     assert graph.count_ops().get("BatchNormalization", 0) == identity_branches.get(name, 0)
-    assert_outputs_match(original, graph, sample_input(name))
+    assert_same_outputs(original, graph.to_proto(), sample_input(name), probabilities)

@@ -164,28 +164,14 @@ def test_plain_relu6_is_not_a_candidate():
 # -- real models ------------------------------------------------------------------------------------
 
 
-def _with_output(model: onnx.ModelProto, value_name: str) -> onnx.ModelProto:
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    extra = model.graph.output.add()
-    extra.CopyFrom(model.graph.output[0])  # the logits are shaped like the probabilities
-    extra.name = value_name
-    return model
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name, count", [("ppocr_det", 24), ("ppocr_rec", 28), ("ppocr_cls", 18)])
 def test_ppocr_hard_swishes_are_all_recognized(name, count, tmp_path):
     from edgekiln.compiler.frontend import load_model
+    from tests.support.numerics import assert_same_outputs, with_logits_exposed
     from tests.zoo import input_shapes, model_path, sample_input
 
-    original = onnx.load(model_path(name))
-    # The detector's probability map sits at sigmoid(-10..-40) for the synthetic input, where a
-    # one-ulp change anywhere moves max-relative error to 1e-3: compare its logits as well.
-    logits = next(n.input[0] for n in original.graph.node if n.op_type == "Sigmoid") if name == "ppocr_det" else None
-    if logits:
-        original = _with_output(original, logits)
-    path = tmp_path / f"{name}.onnx"
-    onnx.save(original, path)
+    path, probabilities = with_logits_exposed(model_path(name), tmp_path)
     graph = load_model(path, input_shapes(name))
     before = graph.count_ops()
     result = RecognizeHardSwishPass().run(graph)
@@ -194,14 +180,7 @@ def test_ppocr_hard_swishes_are_all_recognized(name, count, tmp_path):
     assert after["HardSwish"] == count and "Clip" not in after
     assert after["HardSigmoid"] == before["HardSigmoid"]  # the SE gates stay
     assert len(graph.main) == sum(before.values()) - 3 * count
-    onnx.checker.check_model(graph.to_proto())
-    feeds = sample_input(name)
-    want, got = run_ort(path, feeds), run_ort(graph.to_proto(), feeds)
-    if logits:
-        assert max_relative_error(want[1], got[1]) <= 1e-5
-        np.testing.assert_allclose(got[0], want[0], rtol=0, atol=1e-6)
-    else:
-        assert all(max_relative_error(w, g) <= 1e-5 for w, g in zip(want, got))
+    assert_same_outputs(path, graph.to_proto(), sample_input(name), probabilities)
     assert not RecognizeHardSwishPass().run(graph).changed
 
 
