@@ -66,3 +66,30 @@ def test_bundled_example_classifies_its_digit(tmp_path):
     artifact = edgekiln.compile(examples / "digits_cnn.onnx", target="host")
     logits = next(iter(artifact.run(np.load(examples / "digits_input.npy")).values()))
     assert int(np.argmax(logits)) == int((examples / "digits_label.txt").read_text())
+
+
+# Nodes in the file -> after the host pipeline; the re-parameterized models must end with one
+# conv per block stage (RepVGG: stem + 2 blocks; MobileOne: stem + 2 x (depthwise, pointwise)).
+EXPECTED_CONVS = {"repvgg": 3, "mobileone": 5}
+
+
+@pytest.mark.parametrize("name", all_models())
+def test_node_count_drops_and_every_conv_is_fused(name):
+    before = len(onnx.load(model_path(name), load_external_data=False).graph.node)
+    graph = compile_model(model_path(name), "host", input_shapes=input_shapes(name)).graph
+    ops = graph.count_ops()
+    assert len(graph.main) < before
+    assert "BatchNormalization" not in ops and "Identity" not in ops and "Dropout" not in ops
+    convs = sum(n for op, n in ops.items() if "Conv" in op and op != "ConvTranspose")
+    if name in EXPECTED_CONVS:
+        assert convs == EXPECTED_CONVS[name]
+        assert "Add" not in ops
+
+
+def test_explain_shows_mobileone_branch_merges_and_blocks(tmp_path):
+    result = CliRunner().invoke(main, ["compile", str(model_path("mobileone")), "--emit", "onnx", "--explain",
+                                       "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("applied: merged 5 branches") == 2  # the depthwise stages
+    assert result.output.count("applied: merged 4 branches") == 2  # the pointwise stages
+    assert "block depthwise_separable_0" in result.output and "block depthwise_separable_1" in result.output

@@ -33,8 +33,9 @@ class ExplainTrace:
     def render(self) -> str:
         lines = [f"note: {n}" for n in self.notes]
         for r in self.records:
-            # A pass that neither changed anything nor considered a candidate is noise.
-            if not (r.changed or r.applied or r.not_applied):
+            # A pass that neither changed anything nor considered a candidate is noise, and so
+            # is a later sweep's unchanged run: its reasons were stated in sweep 1.
+            if not (r.changed or r.applied or r.not_applied) or (r.sweep > 1 and not r.changed):
                 continue
             delta = f"{r.nodes_before} -> {r.nodes_after} nodes"
             where = f"{r.stage} sweep {r.sweep}" if r.stage else f"sweep {r.sweep}"

@@ -23,6 +23,11 @@ Case 2 "basic_residual" (ResNet): kxk conv (+ activation) -> kxk conv with the r
         downsample conv of it (then the downsample conv is in the block too).  Anchored on
         the second conv.
 
+Case 3 "depthwise_separable" (MobileNetV1, re-parameterized MobileOne): depthwise conv +
+        activation -> 1x1 pointwise conv with its own activation.  Found from the same
+        anchor as Case 1: a project conv with an activation is not a linear bottleneck, but
+        the pair still runs as one kernel with the depthwise output kept in cache.
+
 Every intermediate of a block is read only inside the block (else it must be written out
 anyway) and is not a graph output.  Nodes already in a block (attention units, or a block
 of an earlier run) are never re-assigned.
@@ -44,7 +49,8 @@ BLOCK_KEY = "edgekiln.block"
 BLOCK_KIND_KEY = "edgekiln.block_kind"
 INVERTED_RESIDUAL = "inverted_residual"
 BASIC_RESIDUAL = "basic_residual"
-KINDS = (INVERTED_RESIDUAL, BASIC_RESIDUAL)
+DEPTHWISE_SEPARABLE = "depthwise_separable"
+KINDS = (INVERTED_RESIDUAL, BASIC_RESIDUAL, DEPTHWISE_SEPARABLE)
 
 
 @dataclass(frozen=True)
@@ -155,7 +161,10 @@ class PartitionBlocksPass(RewritePass[_Candidate]):
         if not project.unit_stride:
             return f"the project conv has strides {list(project.strides)}"
         if project.activation is not None:
-            return f"the project conv has an activation ({project.activation}); a linear bottleneck has none"
+            # Not a linear bottleneck: Case 3, the depthwise-separable pair, without an expand stage.
+            c.kind, c.nodes = DEPTHWISE_SEPARABLE, [dw.node, project.node]
+            c.summary = f" ({dw.activation}, then {project.activation})"
+            return None
         expand, left_out = self._expand_stage(dw)
         if left_out is not None:
             c.notes.append(left_out)

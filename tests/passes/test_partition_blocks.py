@@ -131,11 +131,14 @@ def test_depthwise_output_read_twice_is_refused():
     assert result.not_applied == ["inverted_residual at dw (FusedConvClip): depthwise output read by 2 nodes"]
 
 
-def test_project_conv_with_activation_is_refused():
+# -- Case 3: depthwise separable -----------------------------------------------------------------
+
+def test_project_conv_with_activation_makes_a_depthwise_separable_block():
     graph, feeds = inverted_residual(residual=False, project_act=True)
-    result = partition(graph, feeds, expect_blocks=0)
-    assert result.not_applied == [("inverted_residual at dw (FusedConvClip): the project conv has an "
-                                  "activation (Relu); a linear bottleneck has none")]
+    result = partition(graph, feeds, expect_blocks=1)
+    assert result.applied == ["block depthwise_separable_0: dw -> project (Clip, then Relu)"]
+    assert blocks(graph) == {"dw": "depthwise_separable_0", "project": "depthwise_separable_0"}
+    assert "expand" not in blocks(graph)  # an expand conv belongs to linear bottlenecks only
 
 
 def test_nodes_in_another_block_are_not_taken():
