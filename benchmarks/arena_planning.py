@@ -19,8 +19,6 @@ from rich.console import Console
 from rich.table import Table
 
 from edgekiln.compiler.compile import compile_model
-from edgekiln.compiler.frontend import load_model
-from edgekiln.compiler.lowering import lower_graph
 from tests.zoo import all_models, input_shapes, model_path
 
 RESULTS = Path(__file__).parent / "results" / "arena_planning.json"
@@ -34,7 +32,7 @@ def measure(name: str) -> dict:
         start = time.perf_counter()
         result = compile_model(path, "host", input_shapes=input_shapes(name))
         times.append(time.perf_counter() - start)
-    program = lower_graph(load_model(path, input_shapes(name)))
+    program = result.program
     arena = result.artifact.manifest["memory"]
     return {
         "model": name,

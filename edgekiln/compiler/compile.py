@@ -25,6 +25,7 @@ from edgekiln.compiler.lowering import lower_graph
 from edgekiln.compiler.op_support import unsupported_nodes
 from edgekiln.compiler.pass_manager import PassManager
 from edgekiln.compiler.pipelines import stages_for
+from edgekiln.compiler.program import Program
 from edgekiln.compiler.target import Target, get_target
 from edgekiln.errors import UnsupportedOpError
 
@@ -36,6 +37,7 @@ DEFAULT_RUNNER = "onnxruntime"
 class CompileResult:
     artifact: Artifact
     graph: Graph
+    program: Program
     trace: ExplainTrace = field(default_factory=ExplainTrace)
 
 
@@ -57,7 +59,7 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto, target: str | Targ
     options = {"input_shapes": {k: list(v) for k, v in sorted(shapes.items())}}
     manifest = build_manifest(model_name=model_name, model_sha256=model_hash, target=target, options=options,
                               program=program, runner=DEFAULT_RUNNER, files=files, version=__version__)
-    return CompileResult(Artifact(manifest, files), graph, trace)
+    return CompileResult(Artifact(manifest, files), graph, program, trace)
 
 
 def _load(model: str | os.PathLike | onnx.ModelProto, shapes: dict, trace: ExplainTrace) -> tuple[str, str, Graph]:
