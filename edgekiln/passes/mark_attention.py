@@ -32,6 +32,7 @@ import onnx_ir as ir
 
 from edgekiln.compiler.graph import Graph
 from edgekiln.compiler.pass_contract import RewritePass, node_label
+from edgekiln.passes.pattern_matching import is_op
 
 BLOCK_KEY = "edgekiln.block"
 BLOCK_KIND_KEY = "edgekiln.block_kind"
@@ -67,7 +68,7 @@ class MarkAttentionPass(RewritePass[AttentionMatch]):
     def match(self, graph: Graph) -> Iterable[AttentionMatch]:
         matches = []
         for node in graph.main:
-            found = _parse(node) if _is(node, "Softmax") else None
+            found = _parse(node) if is_op(node, "Softmax") else None
             # An attention marked by an earlier run is not proposed again (idempotence).
             if found is not None and not all(n.metadata_props.get(BLOCK_KIND_KEY) == KIND for n in found.nodes):
                 matches.append(found)
@@ -114,12 +115,12 @@ def _parse(softmax: ir.Node) -> AttentionMatch | None:
     """Walk back from the Softmax to Q·Kᵀ and forward to ·V; None when it is not that shape."""
     scores_in, flatten, probs = softmax.inputs[0], None, softmax.outputs[0]
     producer = scores_in.producer()
-    if producer is not None and _is(producer, "Flatten"):  # Case 3
+    if producer is not None and is_op(producer, "Flatten"):  # Case 3
         reshape = _only_user(probs)
-        if reshape is None or not _is(reshape, "Reshape"):
+        if reshape is None or not is_op(reshape, "Reshape"):
             return None
         flatten, scores_in, probs = producer, producer.inputs[0], reshape.outputs[0]
-    output = next((u for u, i in probs.uses() if _is(u, "MatMul") and i == 0), None)
+    output = next((u for u, i in probs.uses() if is_op(u, "MatMul") and i == 0), None)
     if output is None:
         return None
     chain = _back_to_matmul(scores_in)
@@ -132,13 +133,13 @@ def _parse(softmax: ir.Node) -> AttentionMatch | None:
     for value in scores.inputs:
         node = value.producer()
         if node is not None and _only_user(value) is scores:
-            if _is(node, "Mul") or _is(node, "Div"):
-                factors = [node.inputs[1]] if _is(node, "Div") else list(node.inputs)
+            if is_op(node, "Mul") or is_op(node, "Div"):
+                factors = [node.inputs[1]] if is_op(node, "Div") else list(node.inputs)
                 factor = next((f for f in factors if Graph.constant(f) is not None), None)
                 if factor is not None:
                     m.operands.append(node)
                     m.scales.append((node, factor))
-            elif _is(node, "Transpose") and value is scores.inputs[1]:
+            elif is_op(node, "Transpose") and value is scores.inputs[1]:
                 m.operands.append(node)
     return m
 
@@ -148,16 +149,16 @@ def _back_to_matmul(value: ir.Value, seen_scale: bool = False, seen_mask: bool =
     node = value.producer()
     if node is None:
         return None
-    if _is(node, "MatMul"):
+    if is_op(node, "MatMul"):
         return node, [], []
-    if (_is(node, "Mul") or _is(node, "Div")) and not seen_scale:
-        operands = [node.inputs[0]] if _is(node, "Div") else list(node.inputs)
+    if (is_op(node, "Mul") or is_op(node, "Div")) and not seen_scale:
+        operands = [node.inputs[0]] if is_op(node, "Div") else list(node.inputs)
         for operand in operands:
             found = _back_to_matmul(operand, True, seen_mask)
             if found:
                 factor = node.inputs[1] if operand is node.inputs[0] else node.inputs[0]
                 return found[0], [*found[1], node], [*found[2], (node, factor)]
-    if _is(node, "Add") and not seen_mask:
+    if is_op(node, "Add") and not seen_mask:
         for operand in node.inputs:
             found = _back_to_matmul(operand, seen_scale, True)
             if found:
@@ -199,7 +200,3 @@ def _next_index(graph: Graph) -> int:
 def _only_user(value: ir.Value) -> ir.Node | None:
     users = value.uses()
     return users[0][0] if len(users) == 1 and not value.is_graph_output() else None
-
-
-def _is(node: ir.Node, op_type: str) -> bool:
-    return node.op_type == op_type and node.domain in ("", "ai.onnx")

@@ -30,7 +30,13 @@ import onnx_ir as ir
 from edgekiln.compiler import fused_ops
 from edgekiln.compiler.graph import Graph
 from edgekiln.compiler.pass_contract import RewritePass, node_label
-from edgekiln.passes.graph_edits import drop_if_unused, unique_node_name
+from edgekiln.passes.pattern_matching import (
+    first_reader,
+    is_op,
+    other_operand,
+    replace_pattern,
+    split_constant,
+)
 
 RTOL = 1e-6
 ONNX_GELU_OPSET = 20
@@ -60,7 +66,7 @@ class RecognizeGeluPass(RewritePass[GeluMatch]):
     def match(self, graph: Graph) -> Iterable[GeluMatch]:
         matches = []
         for node in graph.main:
-            head = _erf_head(node) if _is(node, "Erf") else _tanh_head(node) if _is(node, "Tanh") else None
+            head = _erf_head(node) if is_op(node, "Erf") else _tanh_head(node) if is_op(node, "Tanh") else None
             found = head and _tail(*head)
             if found:
                 matches.append(found)
@@ -91,7 +97,7 @@ class RecognizeGeluPass(RewritePass[GeluMatch]):
             op_type = fused_ops.ensure_gelu_function(graph.model, m.approximate)
             node = ir.node(op_type, [m.x], domain=fused_ops.DOMAIN)
         first, last = m.nodes[0].name, m.nodes[-1].name
-        _replace(graph, m.nodes, node, m.output, m.x)
+        replace_pattern(graph, m.nodes, node, m.output, m.x)
         form = "erf" if m.approximate == "none" else "tanh"
         return f"recognized GELU ({form} form) {first}..{last} ({len(m.nodes)} nodes) as {node_label(node)}"
 
@@ -104,12 +110,12 @@ Head = tuple[str, ir.Value, list[ir.Node], list[tuple[str, ir.Value | None, floa
 def _erf_head(erf: ir.Node) -> Head | None:
     """Case 1."""
     scaled = erf.inputs[0].producer()
-    if scaled is None or not (_is(scaled, "Div") or _is(scaled, "Mul")):
+    if scaled is None or not (is_op(scaled, "Div") or is_op(scaled, "Mul")):
         return None
-    if _is(scaled, "Div"):
+    if is_op(scaled, "Div"):
         x, constants = scaled.inputs[0], [("√2", scaled.inputs[1], math.sqrt(2))]
     else:
-        x, factor = _split_constant(scaled)
+        x, factor = split_constant(scaled)
         constants = [("1/√2", factor, 1 / math.sqrt(2))]
     return _plus_one("none", x, [scaled, erf], constants, erf)
 
@@ -117,17 +123,17 @@ def _erf_head(erf: ir.Node) -> Head | None:
 def _tanh_head(tanh: ir.Node) -> Head | None:
     """Case 2."""
     arg = tanh.inputs[0].producer()
-    if arg is None or not _is(arg, "Mul"):
+    if arg is None or not is_op(arg, "Mul"):
         return None
-    inner_value, k = _split_constant(arg)
+    inner_value, k = split_constant(arg)
     inner = inner_value.producer()
-    if inner is None or not _is(inner, "Add"):
+    if inner is None or not is_op(inner, "Add"):
         return None
     for x, cubic_value in (inner.inputs, reversed(inner.inputs)):
         cubic = cubic_value.producer()
-        if cubic is None or not _is(cubic, "Mul"):
+        if cubic is None or not is_op(cubic, "Mul"):
             continue
-        cube_value, c = _split_constant(cubic)
+        cube_value, c = split_constant(cubic)
         cube_nodes = _cube_of(cube_value, x)
         if cube_nodes is None:
             continue
@@ -142,21 +148,21 @@ def _cube_of(value: ir.Value, x: ir.Value) -> tuple[list[ir.Node], list] | None:
     node = value.producer()
     if node is None:
         return None
-    if _is(node, "Pow") and node.inputs[0] is x:
+    if is_op(node, "Pow") and node.inputs[0] is x:
         return [node], [("the exponent 3", node.inputs[1], 3.0)]
-    if _is(node, "Mul") and x in node.inputs:
+    if is_op(node, "Mul") and x in node.inputs:
         square_value = node.inputs[1] if node.inputs[0] is x else node.inputs[0]
         square = square_value.producer()
-        if square is not None and _is(square, "Mul") and square.inputs[0] is x and square.inputs[1] is x:
+        if square is not None and is_op(square, "Mul") and square.inputs[0] is x and square.inputs[1] is x:
             return [square, node], []
     return None
 
 
 def _plus_one(kind: str, x: ir.Value, nodes: list[ir.Node], constants: list, head: ir.Node) -> Head | None:
-    add = _use(head.outputs[0], "Add")
+    add = first_reader(head.outputs[0], "Add")
     if add is None:
         return None
-    constants = [*constants, ("1", _other(add, head.outputs[0]), 1.0)]
+    constants = [*constants, ("1", other_operand(add, head.outputs[0]), 1.0)]
     return kind, x, [*nodes, add], constants, add.outputs[0]
 
 
@@ -164,11 +170,11 @@ def _tail(kind: str, x: ir.Value, nodes: list[ir.Node], constants: list, p: ir.V
     """Case 3: the ways of multiplying p by x and by ½."""
     halved_p = _half_of(p)
     if halved_p is not None:  # (b) Mul(x, Mul(p, ½))
-        outer = _use(halved_p[0].outputs[0], "Mul", lambda n: x in n.inputs)
+        outer = first_reader(halved_p[0].outputs[0], "Mul", lambda n: x in n.inputs)
         if outer is not None:
             return GeluMatch(kind, x, [*nodes, halved_p[0], outer], [*constants, halved_p[1]])
-    for mul in [user for user, _ in p.uses() if _is(user, "Mul")]:
-        other = _other(mul, p)
+    for mul in [user for user, _ in p.uses() if is_op(user, "Mul")]:
+        other = other_operand(mul, p)
         if other is x:  # (a) Mul(Mul(x, p), ½)
             half = _half_of(mul.outputs[0])
             if half:
@@ -184,10 +190,10 @@ def _half_of(value: ir.Value, node: ir.Node | None = None) -> tuple[ir.Node, tup
     """A reader of `value` (or the given `node`) computing value·½ or value/2 by a constant."""
     candidates = [node] if node is not None else [user for user, _ in value.uses()]
     for user in candidates:
-        if _is(user, "Div") and user.inputs[0] is value:
+        if is_op(user, "Div") and user.inputs[0] is value:
             return user, ("2", user.inputs[1], 2.0)
-        if _is(user, "Mul") and value in user.inputs and (node is not None or Graph.constant(_other(user, value)) is not None):
-            return user, ("½", _other(user, value), 0.5)
+        if is_op(user, "Mul") and value in user.inputs and (node is not None or Graph.constant(other_operand(user, value)) is not None):
+            return user, ("½", other_operand(user, value), 0.5)
     return None
 
 
@@ -203,39 +209,3 @@ def _constant_reason(label: str, value: ir.Value | None, expected: float) -> str
     if abs(actual - expected) > RTOL * abs(expected):
         return f"constant {actual:.7g} is not {label}"
     return None
-
-
-def _is(node: ir.Node, op_type: str) -> bool:
-    return node.op_type == op_type and node.domain in ("", "ai.onnx")
-
-
-def _use(value: ir.Value, op_type: str, accept=lambda n: True) -> ir.Node | None:
-    for user, _ in value.uses():
-        if _is(user, op_type) and accept(user):
-            return user
-    return None
-
-
-def _other(node: ir.Node, value: ir.Value) -> ir.Value:
-    return node.inputs[1] if node.inputs[0] is value else node.inputs[0]
-
-
-def _split_constant(node: ir.Node) -> tuple[ir.Value, ir.Value]:
-    """(the variable operand, the constant one) of a binary node; the second input if neither is constant."""
-    a, b = node.inputs[0], node.inputs[1]
-    return (b, a) if Graph.constant(a) is not None and Graph.constant(b) is None else (a, b)
-
-
-def _replace(graph: Graph, nodes: list[ir.Node], node: ir.Node, output: ir.Value, source: ir.Value) -> None:
-    """Put `node` in place of `nodes` (whose result is `output`, shaped like `source`), keeping names."""
-    last = nodes[-1]  # it reads all the others, so inserting before it keeps the order topological
-    new = node.outputs[0]
-    new.shape, new.type = source.shape, source.type  # every pattern here keeps its input's shape
-    graph.main.insert_before(last, node)
-    read = [v for n in nodes for v in n.inputs]
-    name, node_name = output.name, last.name
-    output.replace_all_uses_with(new, replace_graph_outputs=True)
-    graph.main.remove(nodes, safe=True)
-    new.name, node.name = name, unique_node_name(graph, f"{node_name}/{node.op_type}")
-    for value in read:  # constants only the pattern read (ε, 3, 6, ...) go with it
-        drop_if_unused(graph, value)

@@ -29,7 +29,13 @@ import onnx_ir as ir
 
 from edgekiln.compiler.graph import Graph
 from edgekiln.compiler.pass_contract import RewritePass, node_label
-from edgekiln.passes.graph_edits import drop_if_unused, unique_node_name
+from edgekiln.passes.pattern_matching import (
+    first_reader,
+    is_op,
+    other_operand,
+    replace_pattern,
+    split_constant,
+)
 
 RTOL = 1e-6
 HARD_SWISH_OPSET = 14
@@ -64,9 +70,9 @@ class RecognizeHardSwishPass(RewritePass[HardSwishMatch]):
         matches = []
         for node in graph.main:
             found = None
-            if _is(node, "Clip"):
+            if is_op(node, "Clip"):
                 found = _relu6_form(node) or _linear_form(node)
-            elif _is(node, "HardSigmoid"):
+            elif is_op(node, "HardSigmoid"):
                 found = _times_hard_sigmoid(node)
             if found:
                 matches.append(found)
@@ -101,7 +107,7 @@ class RecognizeHardSwishPass(RewritePass[HardSwishMatch]):
             node = ir.node("HardSigmoid", [m.x], {"alpha": 1.0 / alpha if m.alpha_is_divisor else alpha,
                                                    "beta": beta})
         first, last = m.nodes[0].name, m.nodes[-1].name
-        _replace(graph, m.nodes, node, m.output, m.x)
+        replace_pattern(graph, m.nodes, node, m.output, m.x)
         return f"recognized {m.op_type} {first}..{last} ({len(m.nodes)} nodes) as {node_label(node)}"
 
 
@@ -110,27 +116,27 @@ class RecognizeHardSwishPass(RewritePass[HardSwishMatch]):
 def _relu6_form(clip: ir.Node) -> HardSwishMatch | None:
     """Cases 1 and 2, anchored at Clip(Add(x, 3), 0, 6)."""
     shifted = clip.inputs[0].producer()
-    if shifted is None or not _is(shifted, "Add") or not _bounds_are(clip, 6.0):
+    if shifted is None or not is_op(shifted, "Add") or not _bounds_are(clip, 6.0):
         return None
-    x, three = _split_constant(shifted)
+    x, three = split_constant(shifted)
     relu6 = clip.outputs[0]
     head = [shifted, clip]
     constants = [("the shift 3", three, 3.0), *_bounds(clip, 6.0)]
     # (a) Div(Mul(x, relu6), 6)
-    product = _use(relu6, "Mul", lambda n: x in n.inputs)
+    product = first_reader(relu6, "Mul", lambda n: x in n.inputs)
     if product is not None and (sixth := _divided_by_six(product.outputs[0])) is not None:
         return HardSwishMatch("HardSwish", x, [*head, product, sixth[0]], [*constants, sixth[1]])
     # (b) Mul(x, Div(relu6, 6)), else Case 2
     sixth = _divided_by_six(relu6)
     if sixth is not None:
-        outer = _use(sixth[0].outputs[0], "Mul", lambda n: x in n.inputs)
+        outer = first_reader(sixth[0].outputs[0], "Mul", lambda n: x in n.inputs)
         if outer is not None:
             return HardSwishMatch("HardSwish", x, [*head, sixth[0], outer], [*constants, sixth[1]])
         return HardSwishMatch("HardSigmoid", x, [*head, sixth[0]], [*constants, sixth[1]], alpha=SIXTH, beta=0.5)
     # (c) Mul(Div(x, 6), relu6)
     for user, _ in x.uses():
         if user is not shifted and (scaled := _divided_by_six(x, user)) is not None:
-            outer = _use(relu6, "Mul", lambda n: scaled[0].outputs[0] in n.inputs)
+            outer = first_reader(relu6, "Mul", lambda n: scaled[0].outputs[0] in n.inputs)
             if outer is not None:
                 return HardSwishMatch("HardSwish", x, [scaled[0], *head, outer], [*constants, scaled[1]])
     return None
@@ -139,17 +145,17 @@ def _relu6_form(clip: ir.Node) -> HardSwishMatch | None:
 def _linear_form(clip: ir.Node) -> HardSwishMatch | None:
     """Case 3, anchored at Clip(Add(Mul(x, α), β), 0, 1)."""
     shifted = clip.inputs[0].producer()
-    if shifted is None or not _is(shifted, "Add") or not _bounds_are(clip, 1.0):
+    if shifted is None or not is_op(shifted, "Add") or not _bounds_are(clip, 1.0):
         return None
-    scaled_value, beta = _split_constant(shifted)
+    scaled_value, beta = split_constant(shifted)
     scaled = scaled_value.producer()
-    if scaled is None or not (_is(scaled, "Mul") or _is(scaled, "Div")):
+    if scaled is None or not (is_op(scaled, "Mul") or is_op(scaled, "Div")):
         return None
-    x, alpha = (scaled.inputs[0], scaled.inputs[1]) if _is(scaled, "Div") else _split_constant(scaled)
+    x, alpha = (scaled.inputs[0], scaled.inputs[1]) if is_op(scaled, "Div") else split_constant(scaled)
     nodes = [scaled, shifted, clip]
     constants = [("α", alpha, None), ("β", beta, None), *_bounds(clip, 1.0)]
-    divisor = _is(scaled, "Div")
-    outer = _use(clip.outputs[0], "Mul", lambda n: x in n.inputs)
+    divisor = is_op(scaled, "Div")
+    outer = first_reader(clip.outputs[0], "Mul", lambda n: x in n.inputs)
     if outer is not None and _close(alpha, 6.0 if divisor else SIXTH) and _close(beta, 0.5):
         return HardSwishMatch("HardSwish", x, [*nodes, outer], constants)
     return HardSwishMatch("HardSigmoid", x, nodes, constants, alpha=alpha, beta=beta, alpha_is_divisor=divisor)
@@ -158,7 +164,7 @@ def _linear_form(clip: ir.Node) -> HardSwishMatch | None:
 def _times_hard_sigmoid(hard_sigmoid: ir.Node) -> HardSwishMatch | None:
     """Case 4: Mul(x, HardSigmoid(x))."""
     x = hard_sigmoid.inputs[0]
-    outer = _use(hard_sigmoid.outputs[0], "Mul", lambda n: x in n.inputs)
+    outer = first_reader(hard_sigmoid.outputs[0], "Mul", lambda n: x in n.inputs)
     if outer is None:
         return None
     alpha = hard_sigmoid.attributes.get_float("alpha", 0.2)
@@ -169,10 +175,10 @@ def _times_hard_sigmoid(hard_sigmoid: ir.Node) -> HardSwishMatch | None:
 def _divided_by_six(value: ir.Value, node: ir.Node | None = None) -> tuple[ir.Node, tuple] | None:
     """A reader of `value` (or the given `node`) computing value/6 or value·(1/6)."""
     for user in [node] if node is not None else [user for user, _ in value.uses()]:
-        if _is(user, "Div") and user.inputs[0] is value:
+        if is_op(user, "Div") and user.inputs[0] is value:
             return user, ("the divisor 6", user.inputs[1], 6.0)
-        if _is(user, "Mul") and value in user.inputs and Graph.constant(_other(user, value)) is not None:
-            return user, ("the factor 1/6", _other(user, value), SIXTH)
+        if is_op(user, "Mul") and value in user.inputs and Graph.constant(other_operand(user, value)) is not None:
+            return user, ("the factor 1/6", other_operand(user, value), SIXTH)
     return None
 
 
@@ -219,39 +225,3 @@ def _constant_reason(label: str, value: ir.Value | float | None, expected: float
 
 def _input(node: ir.Node, index: int) -> ir.Value | None:
     return node.inputs[index] if len(node.inputs) > index else None
-
-
-def _is(node: ir.Node, op_type: str) -> bool:
-    return node.op_type == op_type and node.domain in ("", "ai.onnx")
-
-
-def _use(value: ir.Value, op_type: str, accept=lambda n: True) -> ir.Node | None:
-    for user, _ in value.uses():
-        if _is(user, op_type) and accept(user):
-            return user
-    return None
-
-
-def _other(node: ir.Node, value: ir.Value) -> ir.Value:
-    return node.inputs[1] if node.inputs[0] is value else node.inputs[0]
-
-
-def _split_constant(node: ir.Node) -> tuple[ir.Value, ir.Value]:
-    """(the variable operand, the constant one) of a binary node; the second input if neither is constant."""
-    a, b = node.inputs[0], node.inputs[1]
-    return (b, a) if Graph.constant(a) is not None and Graph.constant(b) is None else (a, b)
-
-
-def _replace(graph: Graph, nodes: list[ir.Node], node: ir.Node, output: ir.Value, source: ir.Value) -> None:
-    """Put `node` in place of `nodes` (whose result is `output`, shaped like `source`), keeping names."""
-    last = nodes[-1]  # it reads all the others, so inserting before it keeps the order topological
-    new = node.outputs[0]
-    new.shape, new.type = source.shape, source.type  # every pattern here keeps its input's shape
-    graph.main.insert_before(last, node)
-    read = [v for n in nodes for v in n.inputs]
-    name, node_name = output.name, last.name
-    output.replace_all_uses_with(new, replace_graph_outputs=True)
-    graph.main.remove(nodes, safe=True)
-    new.name, node.name = name, unique_node_name(graph, f"{node_name}/{node.op_type}")
-    for value in read:  # constants only the pattern read (ε, 3, 6, ...) go with it
-        drop_if_unused(graph, value)

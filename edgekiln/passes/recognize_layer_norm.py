@@ -34,8 +34,12 @@ from edgekiln.compiler.graph import Graph
 from edgekiln.compiler.pass_contract import RewritePass, node_label
 from edgekiln.passes.graph_edits import (
     add_initializer,
-    drop_if_unused,
-    unique_node_name,
+)
+from edgekiln.passes.pattern_matching import (
+    first_reader,
+    is_op,
+    other_operand,
+    replace_pattern,
 )
 
 FLOAT_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16)
@@ -65,7 +69,7 @@ class LayerNormMatch:
 
     @property
     def eps(self) -> ir.Value:
-        return _other(self.add_eps, self.variance.outputs[0])
+        return other_operand(self.add_eps, self.variance.outputs[0])
 
     @property
     def nodes(self) -> list[ir.Node]:
@@ -84,7 +88,7 @@ class RecognizeLayerNormPass(RewritePass[LayerNormMatch]):
     def match(self, graph: Graph) -> Iterable[LayerNormMatch]:
         matches = []
         for node in graph.main:
-            if _is(node, "ReduceMean"):
+            if is_op(node, "ReduceMean"):
                 found = _parse(node)
                 if found is not None:
                     matches.append(found)
@@ -133,7 +137,7 @@ class RecognizeLayerNormPass(RewritePass[LayerNormMatch]):
             inputs.append(_affine_input(graph, m.shift, after, shape, k, 0.0, m.name + "/bias"))
         eps = float(Graph.constant(m.eps).reshape(()))
         node = ir.node("LayerNormalization", inputs, {"axis": -k, "epsilon": eps})
-        _replace(graph, m.nodes, node, m.output, m.x)
+        replace_pattern(graph, m.nodes, node, m.output, m.x)
         kept = f"; kept {', '.join(m.kept)}" if m.kept else ""
         return f"recognized LayerNorm {m.mean.name}..{m.nodes[-1].name} ({len(m.nodes)} nodes) as {node_label(node)}{kept}"
 
@@ -143,25 +147,25 @@ class RecognizeLayerNormPass(RewritePass[LayerNormMatch]):
 def _parse(mean: ir.Node) -> LayerNormMatch | None:
     """Walk forward from μ = ReduceMean(x) along the LayerNorm data flow; None when it is not one."""
     x, mu = mean.inputs[0], mean.outputs[0]
-    center = _use(mu, "Sub", lambda n: n.inputs[0] is x and n.inputs[1] is mu)
+    center = first_reader(mu, "Sub", lambda n: n.inputs[0] is x and n.inputs[1] is mu)
     if center is None:
         return None
     d = center.outputs[0]
-    square = _use(d, "Pow", lambda n: n.inputs[0] is d) or _use(d, "Mul", lambda n: n.inputs[0] is d and n.inputs[1] is d)
-    variance = square and _use(square.outputs[0], "ReduceMean")
-    add_eps = variance and _use(variance.outputs[0], "Add")
+    square = first_reader(d, "Pow", lambda n: n.inputs[0] is d) or first_reader(d, "Mul", lambda n: n.inputs[0] is d and n.inputs[1] is d)
+    variance = square and first_reader(square.outputs[0], "ReduceMean")
+    add_eps = variance and first_reader(variance.outputs[0], "Add")
     if add_eps is None:
         return None
     ve = add_eps.outputs[0]
-    root = _use(ve, "Sqrt") or _use(ve, "Pow", lambda n: n.inputs[0] is ve)
+    root = first_reader(ve, "Sqrt") or first_reader(ve, "Pow", lambda n: n.inputs[0] is ve)
     if root is None:
         return None
     s = root.outputs[0]
-    reciprocal = _use(s, "Reciprocal")
-    if (normalize := _use(d, "Div", lambda n: n.inputs[0] is d and n.inputs[1] is s)) is not None:
+    reciprocal = first_reader(s, "Reciprocal")
+    if (normalize := first_reader(d, "Div", lambda n: n.inputs[0] is d and n.inputs[1] is s)) is not None:
         reciprocal = None
     elif reciprocal is not None:
-        normalize = _use(d, "Mul", lambda n: reciprocal.outputs[0] in n.inputs)
+        normalize = first_reader(d, "Mul", lambda n: reciprocal.outputs[0] in n.inputs)
     if normalize is None:
         return None
     m = LayerNormMatch(mean, center, square, variance, add_eps, root, normalize, reciprocal)
@@ -181,11 +185,11 @@ def _attach_affine(m: LayerNormMatch) -> None:
         if len(current.uses()) != 1 or current.is_graph_output():
             return
         node = current.uses()[0][0]
-        if not _is(node, op):
+        if not is_op(node, op):
             if op == "Mul":
                 continue  # no γ: a following Add can still be β
             return
-        other = _other(node, current)
+        other = other_operand(node, current)
         if _fits(Graph.constant(other), shape, k):
             setattr(m, slot, node)
             current = node.outputs[0]
@@ -235,21 +239,6 @@ def _trailing_axes(node: ir.Node, rank: int) -> tuple[list[int], str | None]:
 
 # -- small IR helpers ----------------------------------------------------------------------------
 
-def _is(node: ir.Node, op_type: str) -> bool:
-    return node.op_type == op_type and node.domain in ("", "ai.onnx")
-
-
-def _use(value: ir.Value, op_type: str, accept=lambda n: True) -> ir.Node | None:
-    """The first reader of `value` with this op type that `accept`s it."""
-    for user, _ in value.uses():
-        if _is(user, op_type) and accept(user):
-            return user
-    return None
-
-
-def _other(node: ir.Node, value: ir.Value) -> ir.Value:
-    return node.inputs[1] if node.inputs[0] is value else node.inputs[0]
-
 
 def _is_scalar(value: ir.Value, expected: float) -> bool:
     array = Graph.constant(value)
@@ -267,25 +256,10 @@ def _affine_input(graph: Graph, node: ir.Node | None, operand_of: ir.Value, shap
     norm_shape, dtype = shape[len(shape) - k:], operand_of.dtype.numpy()
     if node is None:
         return add_initializer(graph, np.full(norm_shape, fill, dtype=dtype), name)
-    value = _other(node, operand_of)
+    value = other_operand(node, operand_of)
     array = Graph.constant(value)
     if array.shape == norm_shape:
         return value  # read, never mutated: sharing it is safe
     # `_fits` made sure the leading (padded) dims are 1, so dropping them keeps every value.
     trailing = array.reshape(array.shape[max(array.ndim - k, 0):]) if array.ndim > k else array
     return add_initializer(graph, np.ascontiguousarray(np.broadcast_to(trailing, norm_shape), dtype=dtype), name)
-
-
-def _replace(graph: Graph, nodes: list[ir.Node], node: ir.Node, output: ir.Value, source: ir.Value) -> None:
-    """Put `node` in place of `nodes` (whose result is `output`, shaped like `source`), keeping names."""
-    last = nodes[-1]  # it reads all the others, so inserting before it keeps the order topological
-    new = node.outputs[0]
-    new.shape, new.type = source.shape, source.type  # every pattern here keeps its input's shape
-    graph.main.insert_before(last, node)
-    read = [v for n in nodes for v in n.inputs]
-    name, node_name = output.name, last.name
-    output.replace_all_uses_with(new, replace_graph_outputs=True)
-    graph.main.remove(nodes, safe=True)
-    new.name, node.name = name, unique_node_name(graph, f"{node_name}/{node.op_type}")
-    for value in read:  # constants only the pattern read (ε, 3, 6, ...) go with it
-        drop_if_unused(graph, value)
