@@ -44,3 +44,11 @@ class ArtifactError(EdgekilnError):
 
 class MissingExtraError(EdgekilnError):
     """An optional dependency is not installed."""
+
+
+class CalibrationError(EdgekilnError):
+    """Calibration data that does not fit the model (shape, dtype, count, NaN/Inf), or calibration that cannot run."""
+
+
+class QuantizationError(EdgekilnError):
+    """A model, config or range that cannot be quantized as asked (missing range, NaN/Inf weights, ...)."""

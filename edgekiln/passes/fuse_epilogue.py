@@ -32,6 +32,12 @@ The walk stops (fusing what it has) at a value that another node also reads, a g
 a second activation, a second Add, a node in another block, or an op it does not know; when
 nothing can be fused the reason is reported.  The fused node takes the base node's name and
 metadata and the last fused node's output value, so graph output names are unchanged.
+
+A quantized pipeline runs `FuseEpiloguePass(activations=frozenset({"Relu", "Clip"}),
+residual=False)`: in integer kernels Relu / Relu6 / Clip are the clamp bounds of the
+requantized output, while every other activation is a separate int8 -> int8 lookup-table op
+with its own output scale and an Add requantizes both of its inputs, so those steps are
+refused with that reason.
 """
 
 from __future__ import annotations
@@ -88,7 +94,17 @@ class _Step:
 
 
 class FuseEpiloguePass(RewritePass[_Candidate]):
+    """`activations`: the activation steps (fused_ops names) that may be fused, None for all;
+    `residual`: whether a residual Add may be fused (Case 3)."""
+
     name = "fuse-epilogue"
+
+    def __init__(self, activations: frozenset[str] | None = None, residual: bool = True) -> None:
+        if activations is not None and (unknown := set(activations) - set(fused_ops.ACTIVATIONS)):
+            raise ValueError(f"unknown epilogue activations {sorted(unknown)}; "
+                             f"choose from {', '.join(fused_ops.ACTIVATIONS)}")
+        self.activations = activations
+        self.residual = residual
 
     def match(self, graph: Graph) -> Iterable[_Candidate]:
         # Only bases followed by something that looks fusible: a conv feeding a pool is not news.
@@ -202,7 +218,9 @@ class FuseEpiloguePass(RewritePass[_Candidate]):
 
     def _checked(self, chain: _Chain, kind: str, nodes: list[ir.Node], output: ir.Value,
                  act_attrs: dict[str, float] | None = None) -> tuple[str | None, _Step | None]:
-        """An activation step, unless the chain has one already or it crosses a block."""
+        """An activation step, unless the chain has one already, it is not allowed, or it crosses a block."""
+        if self.activations is not None and kind not in self.activations:
+            return f"{kind} is not fused in a quantized pipeline (int8 lookup table op)", None
         if any(s != fused_ops.RESIDUAL for s in chain.steps):
             return f"a second activation ({node_label(nodes[-1])})", None
         if (problem := _block_problem(chain.base, nodes)) is not None:
@@ -212,6 +230,9 @@ class FuseEpiloguePass(RewritePass[_Candidate]):
     def _residual(self, chain: _Chain, add: ir.Node, value: ir.Value, what: str) -> tuple[str | None, _Step | None]:
         """Case 3."""
         other = add.inputs[1] if add.inputs[0] is value else add.inputs[0]
+        if not self.residual:
+            return (f"the residual {node_label(add)} is not fused in a quantized pipeline "
+                    f"(an integer Add requantizes both of its inputs)"), None
         if fused_ops.RESIDUAL in chain.steps:
             return f"a second Add ({node_label(add)})", None
         if Graph.constant(other) is not None:

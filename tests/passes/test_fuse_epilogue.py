@@ -289,6 +289,63 @@ def test_nothing_fusible_after_the_conv_is_not_a_candidate():
     assert result.not_applied == []
 
 
+# -- the quantized pipeline's option: only Relu / Clip, no residual -----------------------------
+
+QUANTIZED = {"activations": frozenset({"Relu", "Clip"}), "residual": False}
+
+
+def run_quantized(graph: Graph, feeds: dict[str, np.ndarray], expect_fired: int):
+    original = graph.to_proto()
+    result = FuseEpiloguePass(**QUANTIZED).run(graph)
+    assert len(result.applied) == expect_fired, (result.applied, result.not_applied)
+    assert result.changed == (expect_fired > 0)
+    onnx.checker.check_model(graph.to_proto(), full_check=True)
+    for want, got in zip(run_ort(original, feeds), run_ort(graph.to_proto(), feeds)):
+        assert max_relative_error(want, got) <= 1e-5
+    before = graph.to_bytes()
+    assert not FuseEpiloguePass(**QUANTIZED).run(graph).changed and graph.to_bytes() == before
+    return result
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_quantized_pipeline_fuses_only_clamps(name):
+    nodes, inits, opset, _ = ACTIVATIONS[name]
+    graph = build_graph([conv(), *nodes], [("x", [1, 3, 8, 8])], initializers=weights() + inits, opset=opset)
+    step = STEP.get(name, name)
+    clamp = step in ("Relu", "Clip")
+    result = run_quantized(graph, {"x": X}, expect_fired=int(clamp))
+    if clamp:
+        assert graph.count_ops() == {f"FusedConv{step}": 1}
+    else:
+        assert "FusedConv" not in "".join(graph.count_ops())
+        kind = {"Gelu": "Gelu", "GeluTanh": "GeluTanh"}.get(step, step)
+        assert result.not_applied == [(f"conv (Conv): {kind} is not fused in a quantized pipeline "
+                                      f"(int8 lookup table op)")]
+
+
+@pytest.mark.parametrize("name", sorted(RESIDUALS))
+def test_quantized_pipeline_leaves_the_residual_add_alone(name):
+    nodes, epilogue = RESIDUALS[name]
+    graph = build_graph([conv(), *nodes], [("x", [1, 3, 8, 8]), ("skip", [1, 4, 8, 8])],
+                        initializers=weights() + [const("lo", 0.0), const("hi", 6.0)])
+    clamp_first = epilogue[0] != "Add"
+    result = run_quantized(graph, {"x": X, "skip": SKIP}, expect_fired=int(clamp_first))
+    assert graph.count_ops().get("Add") == 1
+    if clamp_first:  # ReluAdd: the Relu is fused, the walk stops at the Add and says why
+        assert graph.count_ops().get("FusedConvRelu") == 1
+        assert "the residual add (Add) is not fused in a quantized pipeline" in result.applied[0]
+    else:
+        assert result.not_applied == [("conv (Conv): the residual add (Add) is not fused in a quantized pipeline "
+                                      "(an integer Add requantizes both of its inputs)")]
+
+
+def test_default_options_fuse_everything_and_unknown_activations_are_refused():
+    pass_ = FuseEpiloguePass()
+    assert pass_.activations is None and pass_.residual
+    with pytest.raises(ValueError, match="unknown epilogue activations \\['Swish'\\]"):
+        FuseEpiloguePass(activations=frozenset({"Relu", "Swish"}))
+
+
 # -- the zoo and PP-OCR, after BN folding --------------------------------------------------------
 
 ZOO_CASES = {
