@@ -94,8 +94,8 @@ def _convert(name: str, value: Any) -> Any:
         return str(value).upper()
     if name == "grayscale":
         return str(value).lower() in ("1", "true", "yes") if isinstance(value, str) else bool(value)
-    if name == "scale":
-        return _numbers(value)[0]
+    if name == "scale":  # '1/255' is a fraction here, not a list
+        return float(Fraction(value.strip())) if isinstance(value, str) else float(value)
     if name in ("mean", "std"):
         return tuple(_numbers(value))
     sizes = [int(v) for v in _numbers(value)]  # resize / crop

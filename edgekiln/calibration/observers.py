@@ -5,14 +5,16 @@ never the activations themselves: min/max, or a `StreamingHistogram` of 2048 bin
 
 * `MinMaxObserver`:    [min x, max x].
 * `PercentileObserver`: [q_(100−p), q_p], the p-th percentile at each end (p = 99.99 default).
-* `EntropyObserver`:   TensorRT's KL calibration.  On the histogram of |x| (2048 bins) try
+* `EntropyObserver`:   TensorRT's KL calibration.  On the histogram of |x| (>= 2048 bins) try
   every threshold T = edge i, i = L .. 2048: the reference P is hist[:i] with the clipped
   outliers added to its last bin; the candidate Q merges hist[:i] into L levels and spreads
   each level back evenly over its non-empty bins; take T = argmin KL(P ‖ Q).
   L = 128 for a signed tensor (one int8 side), 255 for a one-sided one (ReLU outputs: all
   levels on one side).  Asymmetric ranges are handled on |x|, then each side is cut to the
   data: (max(min x, −T), min(max x, T)).  Cheaper and more robust than two independent
-  one-sided searches, and exact for the common symmetric and one-sided cases.
+  one-sided searches, and exact for the common symmetric and one-sided cases.  Exact
+  zeros are left out (they quantize exactly).  KL needs many values per tensor: on a few
+  thousand, bin noise favours the smallest threshold (i = L).
 * `MSEObserver`:       the range minimizing the expected squared error of asymmetric int8
   fake quantization over the histogram (bin centers c with counts n):
 
@@ -120,11 +122,25 @@ class PercentileObserver(HistogramObserver):
 
 class EntropyObserver(HistogramObserver):
     method = "entropy"
+    # 4x the usual bins: the |x| fold must keep >= 2048 bins over [0, max|x|] (TensorRT's
+    # resolution) although the lattice may use only half of the signed range, on one side.
+    default_bins = 4 * DEFAULT_BINS
+
+    def __init__(self, bins: int | None = None) -> None:
+        super().__init__(bins or self.default_bins)
+        self.zeros = 0
+
+    def _update(self, values: np.ndarray, low: float, high: float) -> None:
+        super()._update(values, low, high)
+        self.zeros += values.size - int(np.count_nonzero(values))
 
     def _range(self) -> tuple[float, float]:
         one_sided = self.min >= 0.0 or self.max <= 0.0
         levels = 255 if one_sided else 128
         counts, edges = self.histogram.absolute()
+        # Exact zeros (ReLU's spike) quantize exactly to the zero point: they carry no error,
+        # and left in bin 0 they would dominate the KL of every merge.
+        counts[0] -= self.zeros
         threshold = float(edges[kl_threshold_bin(counts, levels)])
         return max(self.min, -threshold), min(self.max, threshold)
 

@@ -33,10 +33,13 @@ For output channel o, with K the reduction (input channel within the group × ke
     per channel:  acc[o] = bias[o] + Σ_k (x_k − zp_x)·w[o, k]                      (int32)
     per group of g along K (int4 / ternary groups, scales s_w[o, j]):
         acc_j[o] = Σ_{k ∈ group j} (x_k − zp_x)·w[o, k]                             (int32)
-        acc[o]   = bias[o] + rshift_round(Σ_j group_ratio[o, j]·acc_j[o], 16)      (sum in int64)
+        acc[o]   = rshift_round(Σ_j group_ratio[o, j]·acc_j[o], 16 − F) + bias[o]·2^F    (int64)
         group_ratio[o, j] = round(s_w[o, j] / s_ref[o] · 2¹⁶) ∈ [0, 2¹⁶],  s_ref[o] = max_j s_w[o, j]
+        F = `acc_frac_bits`: the accumulator keeps F fraction bits, so rounding it costs at most
+        2^−(F+1) of a unit (F = 0 would flip ~M/2 of the outputs); lowering picks F ≤ 8 with
+        |acc| < 2³¹ guaranteed (K·255·max|w|·2^F < 2³⁰).
     y[o] = requantize(acc[o], multiplier[o], shift[o], zp_y, act_min, act_max)
-           with M[o] = s_x·s_ref[o] / s_y  (s_ref = s_w per channel)
+           with M[o] = s_x·s_ref[o] / (2^F·s_y)  (per channel: s_ref = s_w, F = 0)
     bias[o] is int32 at the accumulator scale s_x·s_ref[o] (Gemm alpha/beta are folded into M and bias).
 
 Conv padding contributes 0 (as if x = zp_x).  Group k's index is the position in the weight
@@ -47,7 +50,8 @@ QConvTranspose2D (ONNX ConvTranspose, weight [C, O/group, kh, kw], output channe
 input (c, i, j) adds (x − zp_x)·w[c, o', ky, kx] to output (o, i·sh − pt + ky·dh, j·sw − pl + kx·dw)
 when that position is inside the output (H_out = sh·(H−1) + output_padding + dh·(kh−1) + 1 − pt − pb).
 When the weight has one scale per *input* channel (the QDQ axis 0), each input channel is
-first weighted by `channel_ratio[c]` (Q16, as group_ratio) and the sum rshift_round(·, 16)'d.
+first weighted by `channel_ratio[c]` (Q16 of s_w[c] / max_c s_w, as group_ratio): the sum
+becomes rshift_round(Σ, 16 − F) + bias·2^F with F = `acc_frac_bits`, as above.
 
 Activation x activation and elementwise
 ---------------------------------------
@@ -124,6 +128,7 @@ from dataclasses import dataclass
 
 LEFT_SHIFT_ADD = 20     # QAdd's headroom before rescaling both inputs (TFLite uses 20 for int8)
 RATIO_BITS = 16         # group_ratio / channel_ratio fixed point
+MAX_ACC_FRAC_BITS = 8   # fraction bits a ratio-weighted accumulator keeps
 SOFTMAX_EXP_BITS = 20   # exp_table fixed point
 SOFTMAX_PROB_BITS = 30  # r_i fixed point
 SOFTMAX_MAX_D = 1 << 20
@@ -160,7 +165,7 @@ _ZP = ("input_zero_point", "output_zero_point")
 _CLAMP = ("act_min", "act_max")
 _PER_CHANNEL = (Operand("bias", "int32", "[O] at scale s_x·s_ref[o]"),
                 Operand("multiplier", "int32", "[O]"), Operand("shift", "int32", "[O]"))
-_CONV_ATTRS = ("strides", "pads", "dilations", "group", *_ZP, *_CLAMP, "group_size")
+_CONV_ATTRS = ("strides", "pads", "dilations", "group", *_ZP, *_CLAMP, "group_size", "acc_frac_bits")
 
 
 def _spec(op: str, inputs: tuple[Operand, ...], attrs: tuple[str, ...], summary: str,
@@ -177,11 +182,11 @@ CATALOGUE: dict[str, KernelSpec] = {s.op: s for s in (
           _CONV_ATTRS, "QConv2D with group == C_in == C_out"),
     _spec("QConvTranspose2D", (_X, Operand("w", "int8", "[C, O/group, kh, kw]"), *_PER_CHANNEL,
                                Operand("channel_ratio", "int32", "[C] Q16, per-input-channel scales", optional=True)),
-          ("strides", "pads", "dilations", "group", "output_padding", *_ZP, *_CLAMP),
+          ("strides", "pads", "dilations", "group", "output_padding", *_ZP, *_CLAMP, "acc_frac_bits"),
           "transposed 2-D convolution"),
     _spec("QFullyConnected", (_X, Operand("w", "int8", "[N, K]"), *_PER_CHANNEL,
                               Operand("group_ratio", "int32", "[N, K/g]", optional=True)),
-          (*_ZP, *_CLAMP, "group_size"), "x[..., K] · wᵀ + bias (Gemm, MatMul with a constant weight)"),
+          (*_ZP, *_CLAMP, "group_size", "acc_frac_bits"), "x[..., K] · wᵀ + bias (Gemm, MatMul with a constant weight)"),
     _spec("QMatMul", (Operand("a", "int8"), Operand("b", "int8")),
           ("a_zero_point", "b_zero_point", "output_zero_point", "multiplier", "shift", *_CLAMP),
           "activation x activation matrix product (attention)"),

@@ -404,8 +404,10 @@ class IntegerLowering(_Lowering):
         `per_input_channel` (ConvTranspose): the number of output channels, the weight scales
         running along the input channels instead."""
         rows, s_ref = _reference_scales(weight, per_input_channel)
+        ratios = per_input_channel is not None and rows.size > 1 and not np.all(rows == rows.flat[0])
+        frac = _acc_frac_bits(weight) if ratios or weight.group_size is not None else 0
         s_acc = float(np.float32(x.scale)) * s_ref * alpha
-        real = s_acc / float(np.float32(out.scale))
+        real = s_acc / float(np.float32(out.scale)) / 2.0**frac
         pairs = [_multiplier(r, node, "output") for r in real]
         multiplier = np.array([p[0] for p in pairs], np.int32)
         shift = np.array([p[1] for p in pairs], np.int32)
@@ -417,14 +419,15 @@ class IntegerLowering(_Lowering):
                  self._plain_constant(multiplier, f"{name}_multiplier"),
                  self._plain_constant(shift, f"{name}_shift")]
         attrs: dict[str, Any] = {}
-        if per_input_channel is not None:
-            if rows.size > 1 and not np.all(rows == rows.flat[0]):
-                ratio = np.rint(rows.reshape(-1) / s_ref[0] * (1 << ik.RATIO_BITS)).astype(np.int32)
-                names.append(self._plain_constant(ratio, f"{name}_channel_ratio"))
-        elif weight.group_size is not None:
+        if ratios:
+            ratio = np.rint(rows.reshape(-1) / s_ref[0] * (1 << ik.RATIO_BITS)).astype(np.int32)
+            names.append(self._plain_constant(ratio, f"{name}_channel_ratio"))
+            attrs["acc_frac_bits"] = frac
+        elif per_input_channel is None and weight.group_size is not None:
             ratio = np.rint(rows / s_ref[:, None] * (1 << ik.RATIO_BITS)).astype(np.int32)
             names.append(self._plain_constant(ratio, f"{name}_group_ratio"))
             attrs["group_size"] = int(weight.group_size)
+            attrs["acc_frac_bits"] = frac
         return names, attrs
 
     def _bias(self, node: ir.Node, bias: ir.Value | None, s_acc: np.ndarray, channels: int,
@@ -542,9 +545,9 @@ def _convt_lower(self: IntegerLowering, node: ir.Node, name: str) -> None:
     group = int(_attr(node, "group", 1))
     channels = weight.q_values.shape[1] * group
     bias = node.inputs[2] if len(node.inputs) > 2 else None
-    consts, _ = self._weight_side(node, name, weight, x, out, bias, per_input_channel=channels)
+    consts, attrs = self._weight_side(node, name, weight, x, out, bias, per_input_channel=channels)
     w = self._weight_constant(weight, name)
-    self._emit(node, name, "QConvTranspose2D", [x.name, w, *consts], [out.name], {
+    self._emit(node, name, "QConvTranspose2D", [x.name, w, *consts], [out.name], {**attrs,
         "strides": [int(v) for v in _attr(node, "strides", [1, 1])],
         "pads": [int(v) for v in _attr(node, "pads", [0, 0, 0, 0])],
         "dilations": [int(v) for v in _attr(node, "dilations", [1, 1])],
@@ -1036,6 +1039,16 @@ _HANDLERS: dict[str, tuple[Callable[[IntegerLowering, ir.Node], str | None],
 
 
 # -- helpers ------------------------------------------------------------------------------
+def _acc_frac_bits(weight: QuantizedWeight) -> int:
+    """F for a ratio-weighted accumulator: as many fraction bits (<= 8) as keep |acc| < 2^31."""
+    q = weight.q_values
+    k = q.size // q.shape[0] if q.ndim > 1 else 1
+    if q.ndim == 4 and weight.group_size is None:  # ConvTranspose: an output sums over C·kh·kw at most
+        k = q.shape[0] * q.shape[2] * q.shape[3]
+    bound = k * 255 * max(1, int(np.abs(q.astype(np.int32)).max()))
+    return max(0, min(ik.MAX_ACC_FRAC_BITS, 30 - bound.bit_length()))
+
+
 def _reference_scales(weight: QuantizedWeight, per_input_channel: int | None) -> tuple[np.ndarray, np.ndarray]:
     """(scale rows [O, groups], s_ref [O]): the accumulator's weight scale per output channel.
 

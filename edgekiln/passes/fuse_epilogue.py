@@ -113,7 +113,8 @@ class FuseEpiloguePass(RewritePass[_Candidate]):
 
     def check(self, graph: Graph, candidate: _Candidate) -> str | None:
         chain, reason = self._walk(graph, candidate.base)
-        if chain is None or not chain.steps:
+        # A MatMul's bias alone is worth fusing: it becomes the kernel's int32 bias.
+        if chain is None or not (chain.steps or chain.bias is not None):
             return reason or "nothing after it can be fused"
         if graph.opset("") < fused_ops.BODY_OPSET:
             return (f"the model imports ONNX opset {graph.opset('')}, older than the fused ops' "
@@ -155,7 +156,7 @@ class FuseEpiloguePass(RewritePass[_Candidate]):
         value = base.outputs[0]
         users = _unique(Graph.consumers(value))
         if base.op_type == "MatMul" and len(users) == 1 and _constant_operand(users[0], value) is not None:
-            users = _unique(Graph.consumers(users[0].outputs[0]))  # look past the bias (Case 2)
+            return True  # the bias alone is worth fusing (Case 2)
         return any(self._fusible_kind(graph, u) for u in users)
 
     def _walk(self, graph: Graph, base: ir.Node) -> tuple[_Chain | None, str | None]:

@@ -18,7 +18,7 @@ from edgekiln.compiler.frontend import load_model
 from edgekiln.compiler.graph import Graph
 from edgekiln.compiler.pass_manager import PassManager
 from edgekiln.compiler.pipelines import simplify
-from edgekiln.compiler.qdq_format import dequantized_bias, dequantized_weight, quantize_activation
+from edgekiln.compiler.qdq_format import dequantized_bias, dequantized_weight, match_weight, quantize_activation
 from edgekiln.compiler.requantize import activation_params, quantize
 from edgekiln.passes.fuse_epilogue import FuseEpiloguePass
 
@@ -47,10 +47,19 @@ def activation_values(graph: Graph) -> list[ir.Value]:
     """Graph inputs and float node outputs: every value that gets a Q/DQ."""
     values = [v for v in graph.inputs if v.const_value is None]
     for node in graph.main:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") or all(
+                v is None or v.const_value is not None or _weight_chain(v) for v in node.inputs):
+            continue  # a weight chain or a constant subgraph, not an activation
         for value in node.outputs:
             if value.dtype == ir.DataType.FLOAT and (value.uses() or value.is_graph_output()):
                 values.append(value)
     return values
+
+
+def _weight_chain(value: ir.Value) -> bool:
+    producer = value.producer()
+    return producer is not None and producer.op_type in ("DequantizeLinear", "Reshape", "Transpose") and all(
+        v is None or v.const_value is not None or _weight_chain(v) for v in producer.inputs)
 
 
 def calibrate(graph: Graph, feeds_list: list[dict[str, np.ndarray]]) -> dict[str, tuple[float, float]]:
@@ -101,31 +110,39 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]], *, weig
         base = _base(node)
         if base not in {"Conv", "Gemm", "MatMul", "ConvTranspose"} or len(node.inputs) < 2:
             continue
+        if node.inputs[0].name not in params:
+            continue
         w = Graph.constant(node.inputs[1])
-        if w is None or node.inputs[0].name not in params:
+        chain = match_weight(node.inputs[1])
+        if w is not None:
+            trans_b = node.attributes.get("transB")
+            transposed = base == "MatMul" or (base == "Gemm" and not (trans_b is not None and trans_b.value))
+            if base == "MatMul" and w.ndim != 2:
+                continue
+            stored = w.T if transposed else w
+            k = int(np.prod(stored.shape[1:]))
+            group = group_size if group_size is not None and k % group_size == 0 and base != "ConvTranspose" else None
+            bits = weight_bits if group is not None or group_size is None else 8
+            q, scale = _weight_rows(stored, bits, group)
+            precision = "int8" if bits == 8 else (f"int4:g{group}" if group else "int4")
+            name = node.inputs[1].name or f"{node.name}_w"
+            node.replace_input_with(1, dequantized_weight(graph, node, q, scale, precision, name, group, transposed))
+        elif chain is not None:  # quantized by the test itself
+            scale = chain.scale
+        else:
             continue
-        trans_b = node.attributes.get("transB")
-        transposed = base == "MatMul" or (base == "Gemm" and not (trans_b is not None and trans_b.value))
-        if base == "MatMul" and w.ndim != 2:
-            continue
-        stored = w.T if transposed else w
-        k = int(np.prod(stored.shape[1:]))
-        group = group_size if group_size is not None and k % group_size == 0 and base != "ConvTranspose" else None
-        bits = weight_bits if group is not None or group_size is None else 8
-        q, scale = _weight_rows(stored, bits, group)
-        precision = "int8" if bits == 8 else (f"int4:g{group}" if group else "int4")
-        name = node.inputs[1].name or f"{node.name}_w"
-        node.replace_input_with(1, dequantized_weight(graph, node, q, scale, precision, name, group, transposed))
+        # The bias at the accumulator scale s_x·s_w (per group: the row's largest group scale).
         bias = Graph.constant(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
-        if bias is not None and base != "ConvTranspose" and bias.size == stored.shape[0] and group is None:
+        rows = np.asarray(scale, np.float32).reshape(np.shape(scale)[0], -1).max(axis=1)
+        if bias is not None and base != "ConvTranspose" and bias.size == rows.size:
             s_x = np.float32(params[node.inputs[0].name][0])
-            s_b = (s_x * scale.astype(np.float32)).astype(np.float32)
+            s_b = (s_x * rows).astype(np.float32)
             with np.errstate(all="ignore"):
                 q_b = np.rint(bias.reshape(-1).astype(np.float64) / s_b)
             if not np.all(np.abs(q_b) < 2**31 - 1):
                 continue  # a near-constant input: the bias stays float (lowering keeps the node float)
-            q_b = q_b.astype(np.int32)
-            node.replace_input_with(2, dequantized_bias(graph, node, q_b, s_b, f"{node.inputs[2].name}_b"))
+            node.replace_input_with(2, dequantized_bias(graph, node, q_b.astype(np.int32), s_b,
+                                                        f"{node.inputs[2].name}_b"))
     for value in values:
         if value.name in params:
             quantize_activation(graph, value, *params[value.name])

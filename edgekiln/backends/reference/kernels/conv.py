@@ -33,15 +33,16 @@ def windows(x: np.ndarray, kernel: list[int], strides: list[int], dilations: lis
 
 
 def _grouped_products(cols: np.ndarray, w: np.ndarray, ratio: np.ndarray | None,
-                      group_size: int | None) -> np.ndarray:
-    """Σ_k cols[p, k]·w[o, k] as int64 [P, O], per channel or through the Q16 group ratios."""
+                      group_size: int | None, frac: int = 0) -> np.ndarray:
+    """Σ_k cols[p, k]·w[o, k] as int64 [P, O], per channel or through the Q16 group ratios
+    (then with `frac` fraction bits kept)."""
     if ratio is None:
         return np.rint(cols @ w.T).astype(np.int64)
     wide = np.zeros((cols.shape[0], w.shape[0]), np.int64)
     for j in range(w.shape[1] // group_size):
         part = slice(j * group_size, (j + 1) * group_size)
         wide += np.rint(cols[:, part] @ w[:, part].T).astype(np.int64) * ratio[:, j].astype(np.int64)
-    return rshift_round(wide, ik.RATIO_BITS)
+    return rshift_round(wide, ik.RATIO_BITS - frac)
 
 
 def _finish(acc: np.ndarray, call: KernelCall, bias: np.ndarray, multiplier: np.ndarray,
@@ -49,7 +50,7 @@ def _finish(acc: np.ndarray, call: KernelCall, bias: np.ndarray, multiplier: np.
     shape = [1] * acc.ndim
     shape[channel_axis] = -1
     a = call.attrs
-    acc = acc + bias.astype(np.int64).reshape(shape)
+    acc = acc + (bias.astype(np.int64) << a.get("acc_frac_bits", 0)).reshape(shape)
     return requantize(acc, multiplier.reshape(shape), shift.reshape(shape), a["output_zero_point"],
                       a["act_min"], a["act_max"])
 
@@ -70,7 +71,7 @@ def conv2d(call: KernelCall, args: list[Any]) -> list[np.ndarray]:
         rows = slice(g * og, (g + 1) * og)
         wg = w[rows].reshape(og, -1).astype(np.float64)
         acc[..., rows] = _grouped_products(cols.astype(np.float64), wg, None if ratio is None else ratio[rows],
-                                           a.get("group_size")).reshape(n, ho, wo, og)
+                                           a.get("group_size"), a.get("acc_frac_bits", 0)).reshape(n, ho, wo, og)
     return [_finish(acc.transpose(0, 3, 1, 2), call, bias, multiplier, shift, 1)]
 
 
@@ -114,7 +115,7 @@ def conv_transpose2d(call: KernelCall, args: list[Any]) -> list[np.ndarray]:
                      kx * dw:kx * dw + (wd - 1) * sw + 1:sw] += part
     acc = np.rint(full[:, :, pt:full_h - pb, pl:full_w - pr]).astype(np.int64)
     if ratio is not None:
-        acc = rshift_round(acc, ik.RATIO_BITS)
+        acc = rshift_round(acc, ik.RATIO_BITS - a.get("acc_frac_bits", 0))
     return [_finish(acc, call, bias, multiplier, shift, 1)]
 
 
@@ -123,7 +124,7 @@ def fully_connected(call: KernelCall, args: list[Any]) -> list[np.ndarray]:
     ratio = args[5] if len(args) > 5 else None
     a = call.attrs
     cols = (x.astype(np.float64) - a["input_zero_point"]).reshape(-1, x.shape[-1])
-    acc = _grouped_products(cols, w.astype(np.float64), ratio, a.get("group_size"))
+    acc = _grouped_products(cols, w.astype(np.float64), ratio, a.get("group_size"), a.get("acc_frac_bits", 0))
     return [_finish(acc.reshape(*x.shape[:-1], w.shape[0]), call, bias, multiplier, shift, -1)]
 
 
