@@ -4,7 +4,11 @@
     ranges = calibrate(graph, data, method="entropy")             # {value name: ActivationRange}
 """
 
-from edgekiln.calibration.calibration_data import CalibrationData, InputSpec, open_calibration_data
+from edgekiln.calibration.calibration_data import (
+    CalibrationData,
+    InputSpec,
+    open_calibration_data,
+)
 from edgekiln.calibration.collect import ActivationRange, calibrate
 from edgekiln.calibration.image_folder import ImagePreprocessing
 from edgekiln.calibration.observers import (

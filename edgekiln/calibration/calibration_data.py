@@ -36,7 +36,11 @@ from edgekiln.calibration.data_readers import (
     npz_members,
     read_npy,
 )
-from edgekiln.calibration.image_folder import IMAGE_SUFFIXES, ImageFolderSource, ImagePreprocessing
+from edgekiln.calibration.image_folder import (
+    IMAGE_SUFFIXES,
+    ImageFolderSource,
+    ImagePreprocessing,
+)
 from edgekiln.errors import CalibrationError
 
 DEFAULT_SYNTHETIC_SAMPLES = 32

@@ -19,7 +19,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from edgekiln.calibration import stats_cache
 from edgekiln.calibration.calibration_data import CalibrationData
@@ -72,7 +79,7 @@ def _session(graph: Graph, names: list[str], threads: int) -> tuple[ort.Inferenc
     options.log_severity_level = 3
     try:
         session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise CalibrationError(f"onnxruntime cannot run {_model_label(graph)} for calibration: {exc}") from None
     return session, [n for n in names if n not in inputs]
 

@@ -74,7 +74,7 @@ class Observer(abc.ABC):
         self.count += values.size
         self._update(values, low, high)
 
-    def _update(self, values: np.ndarray, low: float, high: float) -> None:  # noqa: B027 - min/max need no more
+    def _update(self, values: np.ndarray, low: float, high: float) -> None:  # min/max observers need no more
         pass
 
     def range(self) -> tuple[float, float]:

@@ -52,7 +52,6 @@ from edgekiln.compiler import fused_ops
 from edgekiln.compiler import integer_kernels as ik
 from edgekiln.compiler.graph import Graph
 from edgekiln.compiler.lowering import BLOCK_KEY, _claim_unique, _Lowering
-from edgekiln.compiler.memory_planner import plan_arena
 from edgekiln.compiler.program import KernelCall, Program, QuantParams, TensorSpec
 from edgekiln.compiler.qdq_format import QuantizedActivation, QuantizedWeight, match_activation, match_weight
 from edgekiln.compiler.requantize import INT8_MAX, INT8_MIN, activation_params, quantize, quantize_multiplier
@@ -92,7 +91,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 def _unary_function(node: ir.Node) -> Callable[[np.ndarray], np.ndarray] | None:
     """f for a one-input elementwise node, in float64; None when the op is not one."""
     op, attr = node.op_type, node.attributes
-    f = lambda key, default: float(attr[key].value) if key in attr else default  # noqa: E731
+    f = lambda key, default: float(attr[key].value) if key in attr else default
     if node.domain == fused_ops.DOMAIN:
         if op == "Gelu":
             return lambda x: 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
@@ -506,7 +505,7 @@ def _conv_reason(self: IntegerLowering, node: ir.Node) -> str | None:
 def _conv_lower(self: IntegerLowering, node: ir.Node, name: str) -> None:
     x, weight = self._act(node.inputs[0]), self.weights[id(node.inputs[1])]
     out = self._output(node, name)
-    o, cg, kh, kw = weight.q_values.shape
+    o, cg = weight.q_values.shape[:2]
     c_in = Graph.static_shape(node.inputs[0])[1]
     group = int(_attr(node, "group", 1))
     bias = node.inputs[2] if len(node.inputs) > 2 else None
@@ -926,7 +925,7 @@ def _resize_lower(self: IntegerLowering, node: ir.Node, name: str) -> None:
     from onnx.reference import ReferenceEvaluator
 
     x = self._act(node.inputs[0])
-    n, c, h, w = Graph.static_shape(node.inputs[0])
+    h, w = Graph.static_shape(node.inputs[0])[2:]
     # Nearest resize is separable: resize an iota image and read back where each pixel came from.
     iota = np.arange(h * w, dtype=np.float32).reshape(1, 1, h, w)
     feeds, names = {"x": iota}, ["x"]

@@ -250,3 +250,17 @@ def test_unreadable_qdq_is_an_error_naming_the_node():
     q.inputs[2].const_value = __import__("onnx_ir").tensor(np.array(0, np.uint8))  # a uint8 quantizer
     with pytest.raises(QuantizationError, match="QuantizeLinear"):
         lower_quantized_graph(graph)
+
+
+def test_conv_transpose_with_per_input_channel_weight_scales():
+    nodes = [helper.make_node("ConvTranspose", ["x", "W", "B"], ["up"], name="deconv", strides=[2, 2],
+                              kernel_shape=[2, 2]),
+             helper.make_node("Relu", ["up"], ["y"], name="relu")]
+    w = (RNG.standard_normal((4, 3, 2, 2)) * np.array([0.1, 0.5, 1.0, 2.0]).reshape(4, 1, 1, 1)).astype(np.float32)
+    graph = _quantized(build_graph(nodes, [("x", [1, 4, 5, 6])], [("y", None)],
+                                   [numpy_helper.from_array(w, "W"), _init("B", (3,))]))
+    program = lower_quantized_graph(graph)
+    call = next(c for c in program.calls if c.op == "QConvTranspose2D")
+    assert call.inputs[-1].endswith("channel_ratio") and call.attrs["acc_frac_bits"] > 0
+    equal, within = _compare(graph, program)
+    assert within == 1.0 and equal > 0.97

@@ -20,7 +20,7 @@ def requant(acc: int, m: int, sh: int, zp: int, lo: int = -128, hi: int = 127) -
 
 
 def conv2d(x, w, bias, mult, shift, a, ratio=None):
-    n_, c_, h, wd = x.shape
+    n_, _, h, wd = x.shape
     o_, cg, kh, kw = w.shape
     group = a.get("group", 1)
     og = o_ // group

@@ -153,7 +153,7 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]], *, weig
             for index, value in enumerate(node.inputs):
                 array = Graph.constant(value)
                 if array is not None and array.size > 1 and array.dtype == np.float32:
-                    q, dq = quantize_activation(graph, value, *activation_params(float(array.min()),
+                    quantize_activation(graph, value, *activation_params(float(array.min()),
                                                                                  float(array.max())))
     return graph
 
@@ -188,3 +188,45 @@ def lsb_agreement(expected: np.ndarray, actual: np.ndarray, scale: float) -> tup
 
 def quantize_input(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return quantize(x, scale, zero_point)
+
+
+def quantize_with_pass(float_graph: Graph, feeds: list[dict[str, np.ndarray]], quant: str = "int8") -> Graph:
+    """The QDQ graph written by edgekiln's own QuantizeGraphPass (same ranges as the helper)."""
+    from edgekiln.passes.quantize_graph import QuantizeGraphPass
+    from edgekiln.quantization.quant_config import QuantConfig
+
+    graph = float_graph.clone()
+    QuantizeGraphPass(QuantConfig.from_options(quant=quant), calibrate(float_graph, feeds)).run(graph)
+    return graph
+
+
+def isolated_kernel_agreement(qdq: Graph, program, feeds: dict[str, np.ndarray]) -> dict[str, list[int]]:
+    """Each integer kernel fed onnxruntime's own int8 inputs, compared with onnxruntime's int8 output.
+
+    Returns {op: [elements, equal, within 1 LSB, max difference]}: differences here are the
+    kernels', not ones that propagated from earlier layers.
+    """
+    from edgekiln.backends.reference.interpreter import KERNELS
+
+    names = {v.name for node in qdq.main for v in node.outputs}
+    int8 = [t for t, spec in program.tensors.items() if spec.dtype == "int8" and spec.kind != "constant"
+            and t in names]
+    proto = qdq.to_proto()
+    for name in int8:
+        proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT8, None))
+    sess = session(proto)
+    ref = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+    stats: dict[str, list[int]] = {}
+    for call in program.calls:
+        if call.op not in KERNELS or call.op in ("Quantize", "Dequantize", "DequantizeWeight"):
+            continue
+        if call.outputs[0] not in ref or not all(not n or n in ref or n in program.constants for n in call.inputs):
+            continue
+        args = [ref[n] if n in ref else (program.constants[n] if n else None) for n in call.inputs]
+        diff = np.abs(KERNELS[call.op](call, args)[0].astype(np.int64) - ref[call.outputs[0]].astype(np.int64))
+        entry = stats.setdefault(call.op, [0, 0, 0, 0])
+        entry[0] += diff.size
+        entry[1] += int((diff == 0).sum())
+        entry[2] += int((diff <= 1).sum())
+        entry[3] = max(entry[3], int(diff.max()))
+    return stats

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from edgekiln.backends.reference.kernels.primitives import requantize, rshift_round
 from edgekiln.compiler import integer_kernels as ik
 from edgekiln.compiler.program import KernelCall
-from edgekiln.backends.reference.kernels.primitives import requantize, rshift_round
 
 
 def _centered_padded(x: np.ndarray, zero_point: int, pads: list[int]) -> np.ndarray:

@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from edgekiln.backends.reference.kernels.primitives import requantize, rescale
 from edgekiln.compiler.program import KernelCall
 from edgekiln.compiler.requantize import dequantize, quantize
-from edgekiln.backends.reference.kernels.primitives import requantize, rescale
 
 
 def add(call: KernelCall, args: list[Any]) -> list[np.ndarray]:

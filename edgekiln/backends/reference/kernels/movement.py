@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from edgekiln.compiler.program import KernelCall
 from edgekiln.backends.reference.kernels.primitives import requantize
+from edgekiln.compiler.program import KernelCall
 
 
 def concat(call: KernelCall, args: list[Any]) -> list[np.ndarray]:

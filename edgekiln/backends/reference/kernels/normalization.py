@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from edgekiln.backends.reference.kernels.primitives import bit_length, isqrt, requantize, rshift_round
 from edgekiln.compiler import integer_kernels as ik
 from edgekiln.compiler.program import KernelCall
-from edgekiln.backends.reference.kernels.primitives import bit_length, isqrt, requantize, rshift_round
 
 
 def softmax(call: KernelCall, args: list[Any]) -> list[np.ndarray]:

@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from edgekiln.compiler.program import KernelCall
 from edgekiln.backends.reference.kernels.conv import windows
 from edgekiln.backends.reference.kernels.primitives import requantize
+from edgekiln.compiler.program import KernelCall
 
 
 def _pad(x: np.ndarray, pads: list[int], value: int) -> np.ndarray:
