@@ -51,7 +51,7 @@ import onnx_ir as ir
 from edgekiln.compiler import fused_ops
 from edgekiln.compiler import integer_kernels as ik
 from edgekiln.compiler.graph import Graph
-from edgekiln.compiler.lowering import BLOCK_KEY, _claim_unique, _Lowering
+from edgekiln.compiler.lowering import BLOCK_KEY, claim_unique, GraphLowering
 from edgekiln.compiler.program import KernelCall, Program, QuantParams, TensorSpec
 from edgekiln.compiler.qdq_format import QuantizedActivation, QuantizedWeight, match_activation, match_weight
 from edgekiln.compiler.requantize import INT8_MAX, INT8_MIN, activation_params, quantize, quantize_multiplier
@@ -190,7 +190,7 @@ def _fused_steps(node: ir.Node) -> tuple[str, tuple[str, ...]] | None:
     return None
 
 
-class IntegerLowering(_Lowering):
+class IntegerLowering(GraphLowering):
     """One lowering of a QDQ graph.  `float_reasons[node name]` says why a node stayed float."""
 
     def __init__(self, graph: Graph) -> None:
@@ -253,7 +253,7 @@ class IntegerLowering(_Lowering):
             return "unary"
         return node.op_type if node.domain in _DEFAULT else ""
 
-    # -- node lowering (overrides lowering._Lowering) -------------------------------------
+    # -- node lowering (overrides lowering.GraphLowering) -------------------------------------
     def _lower_node(self, node: ir.Node, index: int) -> None:
         if id(node) in self.chain_nodes:
             return  # read through match_weight by each reader
@@ -325,7 +325,7 @@ class IntegerLowering(_Lowering):
         weight = self.weights[id(value)]
         dq = next(n for n in _chain_nodes(value) if _is_default(n, "DequantizeLinear"))
         base = value.name or "weight"
-        call_name = _claim_unique(f"{dq.name or base}/DequantizeWeight", self.call_names)
+        call_name = claim_unique(f"{dq.name or base}/DequantizeWeight", self.call_names)
         w = self._weight_constant(weight, base)
         scale = self._plain_constant(np.ascontiguousarray(weight.scale, np.float32), f"{base}_scale")
         y = self._activation(value, "intermediate", node=dq, call_name=call_name)
@@ -347,7 +347,7 @@ class IntegerLowering(_Lowering):
 
     def _temp_int8(self, like: ir.Value, params: _Act, hint: str) -> _Act:
         """A fresh int8 intermediate with `params`, shaped like `like`."""
-        name = _claim_unique(hint, self.taken_names)
+        name = claim_unique(hint, self.taken_names)
         shape = Graph.static_shape(like)
         layout = {4: "NCHW", 2: "NC"}.get(len(shape), "any")
         self.tensors[name] = TensorSpec(name=name, dtype="int8", shape=shape, layout=layout, kind="intermediate",
@@ -373,7 +373,7 @@ class IntegerLowering(_Lowering):
         return _Act(self.value_names[id(found.quantized)], found.scale, found.zero_point)
 
     def _plain_constant(self, array: np.ndarray, hint: str, quant: QuantParams | None = None) -> str:
-        name = _claim_unique(hint, self.taken_names)
+        name = claim_unique(hint, self.taken_names)
         array = np.asarray(array, order="C")
         self.constants[name] = array
         self.tensors[name] = TensorSpec(name=name, dtype=array.dtype.name, shape=tuple(array.shape), layout="any",
@@ -388,7 +388,7 @@ class IntegerLowering(_Lowering):
 
     def _requantize_call(self, name: str, source: _Act, out: _Act, block: str | None) -> None:
         m, sh = quantize_multiplier(source.scale / out.scale)
-        self.calls.append(KernelCall(name=_claim_unique(name, self.call_names), op="QRequantize",
+        self.calls.append(KernelCall(name=claim_unique(name, self.call_names), op="QRequantize",
                                      inputs=(source.name,), outputs=(out.name,),
                                      attrs={"input_zero_point": source.zero_point,
                                             "output_zero_point": out.zero_point, "multiplier": m, "shift": sh},

@@ -49,10 +49,10 @@ _LAYOUT_BY_RANK = {4: "NCHW", 2: "NC"}
 
 def lower_graph(graph: Graph, *, alignment: int = 64) -> Program:
     """Lower a static float graph to a Program with a planned arena."""
-    return _Lowering(graph).run(alignment)
+    return GraphLowering(graph).run(alignment)
 
 
-class _Lowering:
+class GraphLowering:
     """The state of one lowering: names given so far, tensors and constants collected."""
 
     def __init__(self, graph: Graph) -> None:
@@ -100,7 +100,7 @@ class _Lowering:
     def _call_name(self, node: ir.Node, index: int) -> str:
         # Backends use call names as symbols and in reports, so they must be unique and
         # non-empty even when the model's node names are not.
-        return _claim_unique(node.name or f"{node.op_type}_{index}", self.call_names)
+        return claim_unique(node.name or f"{node.op_type}_{index}", self.call_names)
 
     def _input_name(self, value: ir.Value | None) -> str:
         if value is None:
@@ -152,7 +152,7 @@ class _Lowering:
 
     def _name(self, value: ir.Value, hint: str) -> str:
         """The tensor name of `value`: its own when it has one, else a fresh one."""
-        name = _claim_unique(value.name or f"{hint}_out{value.index() or 0}", self.taken_names)
+        name = claim_unique(value.name or f"{hint}_out{value.index() or 0}", self.taken_names)
         self.value_names[id(value)] = name
         return name
 
@@ -266,7 +266,7 @@ def _constant_node_value(node: ir.Node, call_name: str) -> np.ndarray:
                              f"supported, got {sorted(attrs)}; re-export with a dense tensor.")
 
 
-def _claim_unique(base: str, taken: set[str]) -> str:
+def claim_unique(base: str, taken: set[str]) -> str:
     """`base`, or `base_1`, `base_2`, ... whichever is free first; recorded as taken."""
     name, suffix = base, 1
     while name in taken:

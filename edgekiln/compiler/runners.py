@@ -1,8 +1,9 @@
 """How an artifact is executed on this machine, chosen by the manifest's `runner` field.
 
-`onnxruntime` runs the artifact's optimized `model.onnx`: it is the runner of every
-artifact until its target's backend ships a native runner (runtime_arm under qemu or on
-the host, OpenCL on PoCL, LiteRT, HLS C-simulation), which are added to `RUNNERS` here.
+`onnxruntime` runs the artifact's optimized `model.onnx` (for a quantized artifact: the QDQ
+float reference); `reference` runs the lowered Program in the numpy integer interpreter,
+the definition of correct for quantized programs.  Target backends add their native
+runners here (runtime_arm under qemu or on the host, OpenCL on PoCL, LiteRT, HLS C-sim).
 """
 
 from __future__ import annotations
@@ -34,7 +35,14 @@ class OnnxRuntimeRunner:
         return dict(zip(names, self.session.run(names, feeds)))
 
 
-RUNNERS = {"onnxruntime": OnnxRuntimeRunner}
+def _reference_runner(files: dict[str, bytes], manifest: dict[str, Any]) -> Runner:
+    # The reference backend is imported on use: the compiler never loads a backend at import time.
+    from edgekiln.backends.reference.runner import ReferenceRunner
+
+    return ReferenceRunner(files, manifest)
+
+
+RUNNERS = {"onnxruntime": OnnxRuntimeRunner, "reference": _reference_runner}
 
 
 def make_runner(name: str, files: dict[str, bytes], manifest: dict[str, Any]) -> Runner:
