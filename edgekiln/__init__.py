@@ -17,15 +17,32 @@ from edgekiln.compiler.artifact import Artifact  # noqa: E402
 from edgekiln.errors import EdgekilnError  # noqa: E402
 
 
-def compile(model: str | os.PathLike | Any, target: str = "host", **options: Any) -> Artifact:
+def compile(model: str | os.PathLike | Any, target: str = "host", *, quant: str | None = None,
+            calib: Any = None, **options: Any) -> Artifact:
     """Compile an ONNX model (path or `onnx.ModelProto`) for `target` and return the artifact.
 
     Options: `input_shapes` ({name: shape} pinning dynamic dims), `check_ops` (refuse ops the
-    target cannot run; default True).  The artifact is in memory until `.save(path)`.
+    target cannot run; default True), `progress`.  Quantization: `quant` ("int8", "int4:g64",
+    "ternary", "w4a16:g64") with `calib` (a path, "synthetic", an array or an iterable of
+    samples) and any other `QuantOptions` field (`calib_method`, `weights`, `keep_float`,
+    `equalize`, `bias_correction`, ...).  The artifact is in memory until `.save(path)`.
     """
-    from edgekiln.compiler.compile import compile_model
+    from dataclasses import fields
 
-    return compile_model(model, target, **options).artifact
+    from edgekiln.compiler.compile import compile_model
+    from edgekiln.compiler.quant_options import QuantOptions, as_tuple
+
+    quant_fields = {f.name for f in fields(QuantOptions)}
+    quant_kwargs = {k: options.pop(k) for k in list(options) if k in quant_fields}
+    quantization = None
+    if quant is not None:
+        for key in ("weights", "keep_float"):
+            if key in quant_kwargs:
+                quant_kwargs[key] = as_tuple(quant_kwargs[key])
+        quantization = QuantOptions(quant=quant, calib=calib, **quant_kwargs)
+    elif calib is not None or quant_kwargs:
+        raise EdgekilnError("calib and the other quantization options need quant='int8' (or another precision)")
+    return compile_model(model, target, quantization=quantization, **options).artifact
 
 
 def load(path: str | os.PathLike) -> Artifact:

@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -99,16 +100,49 @@ def inspect(model: Path, input_shapes: tuple[str, ...], target_names: tuple[str,
               help="artifact: the deployable folder; onnx: only the optimized ONNX model.")
 @click.option("--explain", is_flag=True, help="Print what each pass did and why it did not fire elsewhere.")
 @click.option("--force", is_flag=True, help="Replace the output if it exists.")
+@click.option("--quant", metavar="PRECISION",
+              help="Quantize: int8 (W8A8), int4:g32|g64|g128 (W4A8), ternary[:gN], w4a16:gN (weight-only int4).")
+@click.option("--calib", metavar="DATA",
+              help="Calibration data: .npy/.npz file, folder of .npy files or images, or 'synthetic[:N]' (data-free).")
+@click.option("--calib-method", default="minmax", show_default=True, metavar="METHOD",
+              help="Activation ranges: minmax, percentile[:99.99], entropy (KL), mse.")
+@click.option("--calib-samples", type=int, help="Use at most this many calibration samples (synthetic: how many).")
+@click.option("--preprocess", metavar="SPEC", help="For image folders, e.g. resize=256,crop=224,mean=.485/.456/.406,"
+                                                    "std=.229/.224/.225,order=RGB.")
+@click.option("--weights", "weight_rules", multiple=True, metavar="PATTERN:PRECISION",
+              help="Per-layer precision by node/weight name glob or op:Type, e.g. 'blocks.*:int4:g64' (repeatable).")
+@click.option("--keep-float", multiple=True, metavar="PATTERN", help="Leave these layers in float (repeatable).")
+@click.option("--quant-config", type=click.Path(path_type=Path), help="YAML file with the same rules.")
+@click.option("--weight-method", type=click.Choice(["minmax", "mse"]), default="minmax", show_default=True,
+              help="Weight clipping: max|w|, or the clip that minimizes weight MSE.")
+@click.option("--equalize", is_flag=True, help="Cross-layer equalization before quantizing (depthwise models).")
+@click.option("--bias-correction", is_flag=True, help="Correct the bias shift quantized weights cause.")
 def compile_command(model: Path, target_name: str, output: Path, input_shapes: tuple[str, ...], emit: str,
-                    explain: bool, force: bool) -> None:
+                    explain: bool, force: bool, quant: str | None, calib: str | None, calib_method: str,
+                    calib_samples: int | None, preprocess: str | None, weight_rules: tuple[str, ...],
+                    keep_float: tuple[str, ...], quant_config: Path | None, weight_method: str, equalize: bool,
+                    bias_correction: bool) -> None:
     """Compile MODEL (.onnx) for a target device."""
     from edgekiln.compiler.compile import compile_model
     from edgekiln.compiler.onnx_file import save_onnx_atomically
+    from edgekiln.compiler.quant_options import QuantOptions
 
     if output.exists() and not force:
         raise OptionError(f"output {output} already exists; choose another path or pass --force to replace it")
-    with err_console.status(f"compiling {model.name} for {target_name}"):
-        result = compile_model(model, target_name, input_shapes=input_shapes)
+    quantization = None
+    if quant is not None or quant_config is not None:
+        quantization = QuantOptions(quant=quant or "int8", calib=calib, calib_method=calib_method,
+                                    weights=weight_rules, keep_float=keep_float,
+                                    config_file=str(quant_config) if quant_config else None,
+                                    weight_method=weight_method, equalize=equalize, bias_correction=bias_correction,
+                                    preprocessing=preprocess, calib_samples=calib_samples)
+    elif calib or weight_rules or keep_float or equalize or bias_correction:
+        raise OptionError("--calib, --weights, --keep-float, --equalize and --bias-correction apply to a quantized "
+                          "compile; add --quant int8 (or another precision)")
+    # No spinner while quantizing: calibration draws its own progress bar.
+    status = err_console.status(f"compiling {model.name} for {target_name}") if quantization is None else nullcontext()
+    with status:
+        result = compile_model(model, target_name, input_shapes=input_shapes, quantization=quantization)
     if explain:
         console.print(result.trace.render(), soft_wrap=True, markup=False)
     if emit == "onnx":
@@ -127,6 +161,13 @@ def _print_compile_summary(result, output: Path, emit: str) -> None:
     console.print(f"nodes       {sum(result.graph.count_ops().values())} after passes")
     console.print(f"arena       {memory['arena_bytes']:,} bytes vs {naive:,} naive{ratio}")
     console.print(f"constants   {memory['constant_bytes']:,} bytes")
+    precisions: dict[str, int] = {}
+    for layer in manifest["layers"]:
+        if layer["precision"] != "-":
+            precisions[layer["precision"]] = precisions.get(layer["precision"], 0) + 1
+    if precisions:
+        console.print("precision   " + ", ".join(f"{n} {p}" for p, n in sorted(precisions.items())) + " layer(s)")
+    console.print(f"runs with   {manifest['runner']}")
     console.print(f"wrote       {output} ({'optimized ONNX' if emit == 'onnx' else 'artifact'})")
 
 

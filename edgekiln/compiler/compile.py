@@ -1,7 +1,11 @@
 """`compile()`: the whole pipeline from an ONNX model to an `Artifact`.
 
     load (frontend) -> target pipeline (PassManager) -> op support check
-        -> lower to Program (memory plan) -> backend files -> Artifact
+        -> [quantize: calibrate, QDQ rewrite] -> lower to Program (memory plan)
+        -> backend files -> Artifact
+
+A float compile runs its artifact in onnxruntime; a quantized one in the integer reference
+interpreter (the definition of correct), with `model.onnx` the QDQ float reference.
 
 The Python API and the CLI both come through here, so they cannot drift apart.
 """
@@ -24,13 +28,15 @@ from edgekiln.compiler.input_shapes import parse_input_shapes
 from edgekiln.compiler.lowering import lower_graph
 from edgekiln.compiler.op_support import unsupported_nodes
 from edgekiln.compiler.pass_manager import PassManager
-from edgekiln.compiler.pipelines import stages_for
+from edgekiln.compiler.pipelines import quantized_stages_for, stages_for
 from edgekiln.compiler.program import Program
+from edgekiln.compiler.quant_options import QuantOptions
 from edgekiln.compiler.target import Target, get_target
 from edgekiln.errors import UnsupportedOpError
 
-# Until a target's backend ships its native runner, its artifacts run in onnxruntime.
-DEFAULT_RUNNER = "onnxruntime"
+# Until a target's backend ships its native runner, float artifacts run in onnxruntime and
+# quantized ones in the integer reference interpreter.
+FLOAT_RUNNER, INTEGER_RUNNER = "onnxruntime", "reference"
 
 
 @dataclass
@@ -42,7 +48,8 @@ class CompileResult:
 
 
 def compile_model(model: str | os.PathLike | onnx.ModelProto, target: str | Target = "host", *,
-                  input_shapes: Any = None, check_ops: bool = True) -> CompileResult:
+                  input_shapes: Any = None, check_ops: bool = True, quantization: QuantOptions | None = None,
+                  progress: bool = True) -> CompileResult:
     """Compile `model` for `target`; see `edgekiln.compile` for the user-facing wrapper."""
     from edgekiln import __version__
 
@@ -50,15 +57,30 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto, target: str | Targ
     shapes = parse_input_shapes(input_shapes)
     trace = ExplainTrace()
     model_name, model_hash, graph = _load(model, shapes, trace)
-    for stage in stages_for(target.backend):
+    if quantization is None:
+        stages = stages_for(target.backend)
+    else:
+        stages = quantized_stages_for(target.backend, equalize=quantization.equalize)
+    # Data-free calibration matches the BatchNorm statistics, which folding removes.
+    unfolded = graph.clone() if quantization is not None and str(quantization.calib).startswith("synthetic") else None
+    for stage in stages:
         graph = PassManager(stage.passes, stage=stage.name).run(graph, trace)
     if check_ops:
         _refuse_unsupported(graph, target)
-    program = lower_graph(graph)
+    if quantization is None:
+        program, runner = lower_graph(graph), FLOAT_RUNNER
+    else:
+        from edgekiln.compiler.integer_lowering import lower_quantized_graph
+        from edgekiln.compiler.quantize_model import quantize_graph
+
+        graph = quantize_graph(graph, quantization, target, trace, unfolded=unfolded, progress=progress)
+        program, runner = lower_quantized_graph(graph), INTEGER_RUNNER
     files = {"model.onnx": graph.to_bytes(), **program_files(program)}
-    options = {"input_shapes": {k: list(v) for k, v in sorted(shapes.items())}}
+    options: dict[str, Any] = {"input_shapes": {k: list(v) for k, v in sorted(shapes.items())}}
+    if quantization is not None:
+        options["quantization"] = quantization.to_manifest()
     manifest = build_manifest(model_name=model_name, model_sha256=model_hash, target=target, options=options,
-                              program=program, runner=DEFAULT_RUNNER, files=files, version=__version__)
+                              program=program, runner=runner, files=files, version=__version__)
     return CompileResult(Artifact(manifest, files), graph, program, trace)
 
 

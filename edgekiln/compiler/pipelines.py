@@ -8,6 +8,11 @@ never sees a graph an earlier one could still simplify:
                because each can expose work for the others (a folded BN exposes a
                mergeable branch; a removed no-op exposes a duplicate)
     fuse       epilogue fusion, then the block partition over the fused nodes
+
+A quantized compile (`quantized_stages_for`) runs the same simplify stage (plus cross-layer
+equalization when asked) and a fuse stage that fuses only what an integer kernel does as a
+clamp — Relu and Clip, no residual Add; every other activation stays a separate int8 lookup
+table op.  Calibration and the QDQ rewrite follow in `compiler/quantize_model.py`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from edgekiln.compiler.pass_contract import Pass
 from edgekiln.passes.eliminate_common_subexpressions import EliminateCommonSubexpressionsPass
 from edgekiln.passes.eliminate_identity import EliminateIdentityPass
 from edgekiln.passes.eliminate_no_ops import EliminateNoOpsPass
+from edgekiln.passes.equalize_cross_layer import EqualizeCrossLayerPass
 from edgekiln.passes.fold_affine_into_conv import FoldAffineIntoConvPass
 from edgekiln.passes.fold_batch_norm import FoldBatchNormPass
 from edgekiln.passes.fold_constants import FoldConstantsPass
@@ -105,3 +111,16 @@ PIPELINES = {
 def stages_for(backend: str) -> list[Stage]:
     """Fresh pass instances for `backend` (passes may keep per-run state)."""
     return PIPELINES[backend]()
+
+
+def quantized_stages_for(backend: str, equalize: bool = False) -> list[Stage]:
+    """The float stages of a quantized compile for `backend`."""
+    simplify_stage = simplify()
+    if equalize:
+        simplify_stage.passes.append(EqualizeCrossLayerPass())
+    clamps_only = FuseEpiloguePass(activations=frozenset({"Relu", "Clip"}), residual=False)
+    # Fused Clips leave their bound constants behind: dead-node removal drops them.
+    fuse = Stage("fuse", [clamps_only, RemoveDeadNodesPass()])
+    if backend in ("arm_cpu", "mobile_gpu"):
+        fuse.passes.append(PartitionBlocksPass())
+    return [simplify_stage, fuse]
