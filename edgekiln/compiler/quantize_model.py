@@ -12,7 +12,7 @@ from edgekiln.compiler.graph import Graph
 from edgekiln.compiler.pass_manager import PassManager
 from edgekiln.compiler.quant_options import QuantOptions
 from edgekiln.compiler.target import Target
-from edgekiln.errors import OptionError
+from edgekiln.errors import OptionError, QuantizationError
 
 # A precision kind -> the target precision it needs.
 _TARGET_PRECISION = {"int8": "int8", "int4": "int4", "w4a16": "int4", "ternary": "ternary", "fp32": "fp32"}
@@ -31,6 +31,26 @@ def check_target_precisions(config, target: Target) -> None:
         )
 
 
+def refuse_non_finite_weights(graph: Graph) -> None:
+    """NaN or Inf in a layer's weights, named before calibration spends any time on it."""
+    import numpy as np
+
+    from edgekiln.compiler.pass_contract import node_label
+    from edgekiln.quantization.quant_config import is_weighted
+
+    for node in graph.main:
+        if not is_weighted(node):
+            continue
+        for value in node.inputs[1:]:
+            array = Graph.constant(value)
+            if array is not None and array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+                where = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+                raise QuantizationError(
+                    f"weight {value.name!r} of node {node_label(node)} holds {array[where]} at index {where}; "
+                    "a quantization scale cannot cover it. Fix the model's weights (re-export it)"
+                )
+
+
 def quantize_graph(graph: Graph, options: QuantOptions, target: Target, trace: ExplainTrace,
                    unfolded: Graph | None = None, progress: bool = True) -> Graph:
     """Calibrate `graph` (the fused float graph) and rewrite it into its QDQ form, in place.
@@ -44,6 +64,7 @@ def quantize_graph(graph: Graph, options: QuantOptions, target: Target, trace: E
 
     config = options.config()
     check_target_precisions(config, target)
+    refuse_non_finite_weights(graph)
     preprocessing = ImagePreprocessing.parse(options.preprocessing) if options.preprocessing else None
     data = open_calibration_data(options.calib, graph, preprocessing=preprocessing, model_graph=unfolded,
                                  num_samples=options.calib_samples)
