@@ -18,6 +18,11 @@ On disk (`save` / `load`) a Program is two files, both byte-for-byte reproducibl
   at a multiple of `CONSTANT_ALIGNMENT` and zero-padded in between.  Where each array
   lives (offset, nbytes, dtype, shape) is recorded under `"constants"` in program.json.
   This replaces `np.savez`, whose zip entries carry timestamps.
+  Low-bit weights are stored packed (`"packing"` in their entry): an int8 constant whose
+  TensorSpec says 4 bits holds two values per byte ("int4": two's-complement nibbles, the
+  element with the even flat index in the low nibble); one that says 2 bits (ternary) holds
+  four per byte ("int2": two's-complement pairs, lowest bits first, -1 = 0b11).  In memory
+  they are plain int8 arrays again after `load`.
 """
 
 from __future__ import annotations
@@ -357,7 +362,9 @@ class Program:
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        blob, layout = _pack_constants(self.constants)
+        bits = {name: spec.quant.bits for name, spec in self.tensors.items()
+                if spec.quant is not None and spec.dtype == "int8" and spec.quant.bits in _PACKINGS}
+        blob, layout = _pack_constants(self.constants, bits)
         document = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
@@ -449,18 +456,53 @@ def _little_endian(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _pack_constants(constants: dict[str, np.ndarray]) -> tuple[bytes, dict[str, Any]]:
-    """Concatenate the arrays' bytes in dict order, each at a CONSTANT_ALIGNMENT offset."""
+# bits -> (packing name, values per byte)
+_PACKINGS = {4: ("int4", 2), 2: ("int2", 4)}
+
+
+def pack_low_bit(values: np.ndarray, bits: int) -> bytes:
+    """int8 values in [-2^(bits-1), 2^(bits-1)) -> bytes, 8/bits values each, lowest bits first."""
+    per_byte = 8 // bits
+    flat = np.asarray(values, np.int8).reshape(-1)
+    low = -(1 << (bits - 1))
+    if flat.size and (flat.min() < low or flat.max() > -low - 1):
+        raise ValueError(f"values outside the {bits}-bit range [{low}, {-low - 1}]")
+    codes = (flat.astype(np.uint8) & ((1 << bits) - 1)).astype(np.uint8)
+    codes = np.concatenate([codes, np.zeros(-flat.size % per_byte, np.uint8)]).reshape(-1, per_byte)
+    shifts = np.arange(per_byte, dtype=np.uint8) * bits
+    return np.bitwise_or.reduce(codes << shifts, axis=1).astype(np.uint8).tobytes()
+
+
+def unpack_low_bit(data: bytes, bits: int, count: int) -> np.ndarray:
+    """The inverse of `pack_low_bit`: `count` int8 values."""
+    per_byte = 8 // bits
+    packed = np.frombuffer(data, np.uint8)
+    shifts = np.arange(per_byte, dtype=np.uint8) * bits
+    codes = ((packed[:, None] >> shifts) & ((1 << bits) - 1)).reshape(-1)[:count].astype(np.int16)
+    return np.where(codes >= 1 << (bits - 1), codes - (1 << bits), codes).astype(np.int8)
+
+
+def _pack_constants(constants: dict[str, np.ndarray],
+                    bits: dict[str, int] | None = None) -> tuple[bytes, dict[str, Any]]:
+    """Concatenate the arrays' bytes in dict order, each at a CONSTANT_ALIGNMENT offset.
+
+    Arrays named in `bits` (4 or 2) are packed as the module docstring says.
+    """
+    bits = bits or {}
     chunks: list[bytes] = []
     layout: dict[str, Any] = {}
     offset = 0
     for name, array in constants.items():
-        data = _little_endian(array).tobytes()
+        entry: dict[str, Any] = {"dtype": array.dtype.name, "shape": list(array.shape)}
+        if name in bits:
+            data = pack_low_bit(array, bits[name])
+            entry["packing"] = _PACKINGS[bits[name]][0]
+        else:
+            data = _little_endian(array).tobytes()
         padding = _align(offset, CONSTANT_ALIGNMENT) - offset
         chunks.append(b"\0" * padding)
         offset += padding
-        layout[name] = {"offset": offset, "nbytes": len(data),
-                        "dtype": array.dtype.name, "shape": list(array.shape)}
+        layout[name] = {"offset": offset, "nbytes": len(data), **entry}
         chunks.append(data)
         offset += len(data)
     return b"".join(chunks), layout
@@ -475,6 +517,10 @@ def _unpack_constants(blob: bytes, layout: dict[str, Any]) -> dict[str, np.ndarr
         if dtype.kind in "iufc" and dtype.itemsize > 1:
             dtype = dtype.newbyteorder("<")
         start, end = entry["offset"], entry["offset"] + entry["nbytes"]
+        if "packing" in entry:
+            bits = {packing: b for b, (packing, _) in _PACKINGS.items()}[entry["packing"]]
+            constants[name] = unpack_low_bit(blob[start:end], bits, math.prod(entry["shape"])).reshape(entry["shape"])
+            continue
         array = np.frombuffer(blob[start:end], dtype=dtype).reshape(entry["shape"])
         # A writable, native-order copy: callers (passes, packers) may modify it.
         constants[name] = array.astype(numpy_dtype(entry["dtype"]), copy=True)

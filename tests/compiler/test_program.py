@@ -16,6 +16,7 @@ from edgekiln.compiler.program import (
     Program,
     QuantParams,
     TensorSpec,
+    pack_low_bit,
 )
 
 
@@ -128,7 +129,11 @@ def test_constants_file_layout(tmp_path):
     for name, entry in document["constants"].items():
         assert entry["offset"] % CONSTANT_ALIGNMENT == 0
         array = program.constants[name]
-        assert blob[entry["offset"]:entry["offset"] + entry["nbytes"]] == array.tobytes()
+        stored = blob[entry["offset"]:entry["offset"] + entry["nbytes"]]
+        if "packing" in entry:  # a low-bit weight: packed, two or four values a byte
+            assert stored == pack_low_bit(array, program.tensors[name].quant.bits)
+        else:
+            assert stored == array.tobytes()
         assert entry["dtype"] == array.dtype.name and entry["shape"] == list(array.shape)
     assert list(document) == sorted(document)
     assert document["format"] == "edgekiln.program" and document["version"] == 1
@@ -150,3 +155,28 @@ def test_validate_names_the_problem():
         program, arena=dataclasses.replace(program.arena, offsets={"c1": 0}))
     with pytest.raises(ValueError, match="'r1' has no arena offset"):
         no_offset.validate()
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+def test_low_bit_weights_are_packed_on_disk_and_unpacked_on_load(tmp_path, bits):
+    from edgekiln.compiler.program import (
+        ArenaPlan,
+        KernelCall,
+        Program,
+        QuantParams,
+        TensorSpec,
+    )
+
+    low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    weights = np.random.default_rng(bits).integers(low, high + 1, size=(5, 7)).astype(np.int8)  # 35: not a multiple
+    spec = TensorSpec("w", "int8", (5, 7), kind="constant", quant=QuantParams((1.0,) * 5, (0,) * 5, 0, bits))
+    program = Program(tensors={"w": spec, "x": TensorSpec("x", "int8", (1, 7), kind="input"),
+                               "y": TensorSpec("y", "int8", (1, 5), kind="output")},
+                      constants={"w": weights}, calls=[KernelCall("fc", "QFullyConnected", ("x", "w"), ("y",))],
+                      inputs=["x"], outputs=["y"], arena=ArenaPlan({}, 0, 0, 64))
+    program.save(tmp_path)
+    entry = json.loads((tmp_path / "program.json").read_text())["constants"]["w"]
+    assert entry["nbytes"] == -(-35 * bits // 8) and entry["packing"] == ("int4" if bits == 4 else "int2")
+    loaded = Program.load(tmp_path)
+    np.testing.assert_array_equal(loaded.constants["w"], weights)
+    assert loaded == program
