@@ -50,8 +50,68 @@ def reparameterization(data: dict) -> str:
     return "\n".join(lines)
 
 
+def quantization_accuracy(data: dict) -> str:
+    lines = ["| model | configuration | weighted layers | kept float | integer reference | QDQ reference (ORT) "
+             "| vs FP32 |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    fp32 = {r["model"]: r["accuracy_integer"] for r in data["rows"] if r["precision"] == "fp32"}
+    for r in data["rows"]:
+        delta = "-" if r["precision"] == "fp32" else f"{100 * (r['accuracy_integer'] - fp32[r['model']]):+.1f} pp"
+        kept = ", ".join(f"`{k}`" for k in r["keep_float"]) or "-"
+        lines.append(f"| {r['model']} | {r['config']} | {r['layers']} | {kept} | {100 * r['accuracy_integer']:.1f}% | "
+                     f"{100 * r['accuracy_qdq']:.1f}% | {delta} |")
+    return "\n".join(lines)
+
+
+def quantization_sqnr(data: dict) -> str:
+    def db(row: dict, key: str) -> str:
+        return f"{row[key]:.2f}" if key in row else "error"
+
+    def delta(ek: dict, ort: dict) -> str:
+        if not all(k in ek for k in ("sqnr_integer", "sqnr_qdq")) or not all(k in ort for k in ("sqnr_run", "sqnr_qdq")):
+            return "-"
+        return f"{ek['sqnr_integer'] - ort['sqnr_run']:+.2f} / {ek['sqnr_qdq'] - ort['sqnr_qdq']:+.2f}"
+
+    lines = ["| model | edgekiln default: int / QDQ | ORT default: run / QDQ | delta | edgekiln best | int / QDQ "
+             "| ORT best | run / QDQ | delta |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in data["rows"]:
+        ek, ort, ek_best, ort_best = r["edgekiln_default"], r["ort_default"], r["edgekiln_best"], r["ort_best"]
+        lines.append(f"| {r['model']} | {db(ek, 'sqnr_integer')} / {db(ek, 'sqnr_qdq')} | {db(ort, 'sqnr_run')} / "
+                     f"{db(ort, 'sqnr_qdq')} | {delta(ek, ort)} | {ek_best['config']} | {db(ek_best, 'sqnr_integer')} / "
+                     f"{db(ek_best, 'sqnr_qdq')} | {ort_best['config']} | {db(ort_best, 'sqnr_run')} / "
+                     f"{db(ort_best, 'sqnr_qdq')} | {delta(ek_best, ort_best)} |")
+    costs = [r for r in data["rows"] if r.get("cost")]
+    if costs:
+        lines += ["", "| model | calibration | time s: edgekiln / ORT | RSS peak MiB: edgekiln / ORT "
+                  "| tracemalloc peak MiB: edgekiln / ORT |", "| --- | --- | --- | --- | --- |"]
+        for r in costs:
+            for method, ort_method in (("minmax", "MinMax"), ("entropy", "Entropy"), ("percentile", "Percentile")):
+                ek, ort = r["cost"].get(f"edgekiln/{method}"), r["cost"].get(f"ort/{ort_method}")
+                if ek is None or ort is None or "error" in ek or "error" in ort:
+                    continue
+                lines.append(f"| {r['model']} | {method} | {ek['seconds']:.2f} / {ort['seconds']:.2f} | "
+                             f"{ek['rss_peak_mib']:.1f} / {ort['rss_peak_mib']:.1f} | "
+                             f"{ek['py_peak_mib']:.1f} / {ort['py_peak_mib']:.1f} |")
+    return "\n".join(lines)
+
+
+def weight_bytes(data: dict) -> str:
+    labels = list(data["rows"][0]["configs"]) if data["rows"] else []
+    lines = ["| model | FP32 KiB | " + " | ".join(labels) + " |", "| --- | --- | " + " | ".join("---" for _ in labels) + " |"]
+    for r in data["rows"]:
+        cells = [r["model"], f"{r['fp32_bytes'] / 1024:.1f}"]
+        for label in labels:
+            c = r["configs"][label]
+            mark = "" if c["meets_bar"] else f" (over {c['bar']}x)"
+            cells.append(f"{c['total'] / 1024:.1f} KiB, {c['ratio']:.3f}x{mark}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 RENDERERS = {"arena_planning": arena_planning, "graph_optimization": graph_optimization,
-             "reparameterization": reparameterization}
+             "reparameterization": reparameterization, "quantization_accuracy": quantization_accuracy,
+             "quantization_sqnr": quantization_sqnr, "weight_bytes": weight_bytes}
 
 
 def main() -> None:

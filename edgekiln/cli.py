@@ -89,6 +89,47 @@ def inspect(model: Path, input_shapes: tuple[str, ...], target_names: tuple[str,
         json_path.write_text(report.to_json())
 
 
+def quant_options(command):
+    """The quantization options `compile` and `quant-report` share (same names, same meaning)."""
+    options = [
+        click.option("--quant", metavar="PRECISION",
+                     help="Quantize: int8 (W8A8), int4:g32|g64|g128 (W4A8), ternary[:gN], w4a16:gN "
+                          "(weight-only int4)."),
+        click.option("--calib", metavar="DATA",
+                     help="Calibration data: .npy/.npz file, folder of .npy files or images, or 'synthetic[:N]' "
+                          "(data-free)."),
+        click.option("--calib-method", default="minmax", show_default=True, metavar="METHOD",
+                     help="Activation ranges: minmax, percentile[:99.99], entropy (KL), mse."),
+        click.option("--calib-samples", type=int,
+                     help="Use at most this many calibration samples (synthetic: how many)."),
+        click.option("--preprocess", metavar="SPEC", help="For image folders, e.g. resize=256,crop=224,"
+                                                          "mean=.485/.456/.406,std=.229/.224/.225,order=RGB."),
+        click.option("--weights", "weight_rules", multiple=True, metavar="PATTERN:PRECISION",
+                     help="Per-layer precision by node/weight name glob or op:Type, e.g. 'blocks.*:int4:g64' "
+                          "(repeatable)."),
+        click.option("--keep-float", multiple=True, metavar="PATTERN", help="Leave these layers in float (repeatable)."),
+        click.option("--quant-config", type=click.Path(path_type=Path), help="YAML file with the same rules."),
+        click.option("--weight-method", type=click.Choice(["minmax", "mse"]), default="minmax", show_default=True,
+                     help="Weight clipping: max|w|, or the clip that minimizes weight MSE."),
+        click.option("--equalize", is_flag=True, help="Cross-layer equalization before quantizing (depthwise models)."),
+        click.option("--bias-correction", is_flag=True, help="Correct the bias shift quantized weights cause."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _quant_options_from(quant: str | None, calib: str | None, calib_method: str, calib_samples: int | None,
+                        preprocess: str | None, weight_rules: tuple[str, ...], keep_float: tuple[str, ...],
+                        quant_config: Path | None, weight_method: str, equalize: bool, bias_correction: bool):
+    from edgekiln.compiler.quant_options import QuantOptions
+
+    return QuantOptions(quant=quant or "int8", calib=calib, calib_method=calib_method, weights=weight_rules,
+                        keep_float=keep_float, config_file=str(quant_config) if quant_config else None,
+                        weight_method=weight_method, equalize=equalize, bias_correction=bias_correction,
+                        preprocessing=preprocess, calib_samples=calib_samples)
+
+
 @main.command("compile")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--target", "-t", "target_name", default="host", show_default=True,
@@ -100,23 +141,7 @@ def inspect(model: Path, input_shapes: tuple[str, ...], target_names: tuple[str,
               help="artifact: the deployable folder; onnx: only the optimized ONNX model.")
 @click.option("--explain", is_flag=True, help="Print what each pass did and why it did not fire elsewhere.")
 @click.option("--force", is_flag=True, help="Replace the output if it exists.")
-@click.option("--quant", metavar="PRECISION",
-              help="Quantize: int8 (W8A8), int4:g32|g64|g128 (W4A8), ternary[:gN], w4a16:gN (weight-only int4).")
-@click.option("--calib", metavar="DATA",
-              help="Calibration data: .npy/.npz file, folder of .npy files or images, or 'synthetic[:N]' (data-free).")
-@click.option("--calib-method", default="minmax", show_default=True, metavar="METHOD",
-              help="Activation ranges: minmax, percentile[:99.99], entropy (KL), mse.")
-@click.option("--calib-samples", type=int, help="Use at most this many calibration samples (synthetic: how many).")
-@click.option("--preprocess", metavar="SPEC", help="For image folders, e.g. resize=256,crop=224,mean=.485/.456/.406,"
-                                                    "std=.229/.224/.225,order=RGB.")
-@click.option("--weights", "weight_rules", multiple=True, metavar="PATTERN:PRECISION",
-              help="Per-layer precision by node/weight name glob or op:Type, e.g. 'blocks.*:int4:g64' (repeatable).")
-@click.option("--keep-float", multiple=True, metavar="PATTERN", help="Leave these layers in float (repeatable).")
-@click.option("--quant-config", type=click.Path(path_type=Path), help="YAML file with the same rules.")
-@click.option("--weight-method", type=click.Choice(["minmax", "mse"]), default="minmax", show_default=True,
-              help="Weight clipping: max|w|, or the clip that minimizes weight MSE.")
-@click.option("--equalize", is_flag=True, help="Cross-layer equalization before quantizing (depthwise models).")
-@click.option("--bias-correction", is_flag=True, help="Correct the bias shift quantized weights cause.")
+@quant_options
 def compile_command(model: Path, target_name: str, output: Path, input_shapes: tuple[str, ...], emit: str,
                     explain: bool, force: bool, quant: str | None, calib: str | None, calib_method: str,
                     calib_samples: int | None, preprocess: str | None, weight_rules: tuple[str, ...],
@@ -125,17 +150,13 @@ def compile_command(model: Path, target_name: str, output: Path, input_shapes: t
     """Compile MODEL (.onnx) for a target device."""
     from edgekiln.compiler.compile import compile_model
     from edgekiln.compiler.onnx_file import save_onnx_atomically
-    from edgekiln.compiler.quant_options import QuantOptions
 
     if output.exists() and not force:
         raise OptionError(f"output {output} already exists; choose another path or pass --force to replace it")
     quantization = None
     if quant is not None or quant_config is not None:
-        quantization = QuantOptions(quant=quant or "int8", calib=calib, calib_method=calib_method,
-                                    weights=weight_rules, keep_float=keep_float,
-                                    config_file=str(quant_config) if quant_config else None,
-                                    weight_method=weight_method, equalize=equalize, bias_correction=bias_correction,
-                                    preprocessing=preprocess, calib_samples=calib_samples)
+        quantization = _quant_options_from(quant, calib, calib_method, calib_samples, preprocess, weight_rules,
+                                           keep_float, quant_config, weight_method, equalize, bias_correction)
     elif calib or weight_rules or keep_float or equalize or bias_correction:
         raise OptionError("--calib, --weights, --keep-float, --equalize and --bias-correction apply to a quantized "
                           "compile; add --quant int8 (or another precision)")
@@ -169,6 +190,76 @@ def _print_compile_summary(result, output: Path, emit: str) -> None:
         console.print("precision   " + ", ".join(f"{n} {p}" for p, n in sorted(precisions.items())) + " layer(s)")
     console.print(f"runs with   {manifest['runner']}")
     console.print(f"wrote       {output} ({'optimized ONNX' if emit == 'onnx' else 'artifact'})")
+
+
+@main.command("quant-report")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--output", "-o", type=click.Path(path_type=Path),
+              help="Report folder to write (report.html, report.json); default MODEL-quant-report.")
+@click.option("--target", "-t", "target_name", default="host", show_default=True,
+              help="Target name or device description .toml (decides the pass pipeline and precisions).")
+@input_shape_option
+@quant_options
+@click.option("--auto-keep-float", type=int, metavar="K", help="Keep the K most sensitive layers in float.")
+@click.option("--target-sqnr", type=float, metavar="DB",
+              help="Keep the most sensitive layers in float until the output SQNR reaches DB.")
+@click.option("--eval-samples", type=int, default=8, show_default=True,
+              help="Samples to measure SQNR on (held out of calibration when there are twice as many).")
+@click.option("--max-sensitivity-layers", type=int, default=128, show_default=True,
+              help="Measure one-layer-at-a-time sensitivity for at most this many layers (one onnxruntime "
+                   "session each; the lowest layer-wise SQNR first).")
+@click.option("--force", is_flag=True, help="Replace the report folder if it exists.")
+def quant_report(model: Path, output: Path | None, target_name: str, input_shapes: tuple[str, ...],
+                 quant: str | None, calib: str | None, calib_method: str, calib_samples: int | None,
+                 preprocess: str | None, weight_rules: tuple[str, ...], keep_float: tuple[str, ...],
+                 quant_config: Path | None, weight_method: str, equalize: bool, bias_correction: bool,
+                 auto_keep_float: int | None, target_sqnr: float | None, eval_samples: int,
+                 max_sensitivity_layers: int, force: bool) -> None:
+    """Find the layers that lose accuracy when MODEL is quantized, and what to do about it."""
+    from edgekiln.quantization.debugger import analyze
+    from edgekiln.quantization.report_writer import write_report
+
+    output = output or Path(f"{model.stem}-quant-report")
+    if output.exists() and not force:
+        raise OptionError(f"output {output} already exists; choose another path or pass --force to replace it")
+    quantization = _quant_options_from(quant, calib, calib_method, calib_samples, preprocess, weight_rules,
+                                       keep_float, quant_config, weight_method, equalize, bias_correction)
+    report = analyze(model, quantization, target=target_name, input_shapes=input_shapes or None,
+                     eval_samples=eval_samples, max_sensitivity_layers=max_sensitivity_layers,
+                     auto_keep_float=auto_keep_float, target_sqnr=target_sqnr, model_label=str(model))
+    write_report(report, output, force=force)
+    _print_quant_report(report, output)
+
+
+def _print_quant_report(report, output: Path) -> None:
+    from rich.table import Table
+
+    from edgekiln.quantization.report_writer import format_db
+
+    table = Table(title=f"worst layers of {report.model} ({report.quant})", title_justify="left")
+    for column in ("layer", "op", "precision"):
+        table.add_column(column, overflow="fold")
+    for column in ("alone → output dB", "noise share", "layer-wise dB", "accumulated dB"):
+        table.add_column(column, justify="right")
+    for layer in report.worst_layers(10):
+        share = f"{layer.noise_share:.0%}" if layer.noise_share is not None else "-"
+        table.add_row(layer.name, layer.op_type, layer.precision, format_db(layer.sensitivity_db), share,
+                      format_db(layer.sqnr_layerwise_db), format_db(layer.sqnr_accumulated_db))
+    console.print(table)
+    calibration = report.calibration
+    held = "held out" if calibration["held_out"] else "also used for calibration"
+    console.print(f"output SQNR {format_db(report.output_sqnr_db)} dB on {calibration['eval_samples']} sample(s) "
+                  f"({held}); {report.sensitivity['note']}", soft_wrap=True)
+    for suggestion in report.suggestions:
+        option = f": {suggestion.option}" if suggestion.option else ""
+        console.print(f"- [{suggestion.kind}] {suggestion.message}{option}", soft_wrap=True, markup=False)
+    if report.fix is not None:
+        fix = report.fix
+        goal = "" if fix.reached or fix.mode == "count" else f" (target {fix.requested:g} dB not reached)"
+        console.print(f"keeping {len(fix.patterns)} layer(s) in float: output SQNR {format_db(fix.before_db)} -> "
+                      f"{format_db(fix.after_db)} dB{goal}", soft_wrap=True)
+        console.print(fix.command, soft_wrap=True, markup=False)
+    console.print(f"wrote {output / 'report.html'} and report.json")
 
 
 @main.command()

@@ -49,7 +49,7 @@ class CompileResult:
 
 def compile_model(model: str | os.PathLike | onnx.ModelProto, target: str | Target = "host", *,
                   input_shapes: Any = None, check_ops: bool = True, quantization: QuantOptions | None = None,
-                  progress: bool = True) -> CompileResult:
+                  progress: bool = True, toolchain: str | None = None) -> CompileResult:
     """Compile `model` for `target`; see `edgekiln.compile` for the user-facing wrapper."""
     from edgekiln import __version__
 
@@ -76,6 +76,11 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto, target: str | Targ
         graph = quantize_graph(graph, quantization, target, trace, unfolded=unfolded, progress=progress)
         program, runner = lower_quantized_graph(graph), INTEGER_RUNNER
     files = {"model.onnx": graph.to_bytes(), **program_files(program)}
+    if target.backend == "arm_cpu":  # the C runtime: model blob + runner executable (toolchain: the C compiler)
+        from edgekiln.backends.arm_cpu.backend import lower as lower_arm_cpu
+
+        files.update(lower_arm_cpu(program, target, {"toolchain": toolchain}))
+        runner = "arm_cpu"
     options: dict[str, Any] = {"input_shapes": {k: list(v) for k, v in sorted(shapes.items())}}
     if quantization is not None:
         options["quantization"] = quantization.to_manifest()

@@ -42,7 +42,14 @@ def _reference_runner(files: dict[str, bytes], manifest: dict[str, Any]) -> Runn
     return ReferenceRunner(files, manifest)
 
 
-RUNNERS = {"onnxruntime": OnnxRuntimeRunner, "reference": _reference_runner}
+def _arm_cpu_runner(files: dict[str, bytes], manifest: dict[str, Any]) -> Runner:
+    # runtime_arm's ek_run, locally (host build) or under qemu-user (ARM targets).
+    from edgekiln.backends.arm_cpu.runner import ArmCpuRunner
+
+    return ArmCpuRunner(files, manifest)
+
+
+RUNNERS = {"onnxruntime": OnnxRuntimeRunner, "reference": _reference_runner, "arm_cpu": _arm_cpu_runner}
 
 
 def make_runner(name: str, files: dict[str, bytes], manifest: dict[str, Any]) -> Runner:

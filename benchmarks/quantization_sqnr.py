@@ -1,0 +1,387 @@
+"""INT8 output SQNR vs the float model: edgekiln against onnxruntime's `quantize_static`, plus calibration cost.
+
+    python -m benchmarks.quantization_sqnr [--models lenet_mnist,ppocr_det] [--calib 16] [--eval 8] [--no-cost]
+
+Both tools quantize W8A8 from the same calibration inputs and are scored on the same
+evaluation inputs (`benchmarks.quantization_data`: training images / held-out images for the
+trained models, distinct seeds elsewhere), SQNR in dB over all outputs:
+
+* edgekiln: `compile_model(..., quantization=QuantOptions("int8", ...))`, scored with its
+  integer reference interpreter (`artifact.run`, what the artifact computes) and its QDQ float
+  reference (`result.graph` in onnxruntime, optimizations off).  Default = minmax, no extras;
+  best = the best integer SQNR over calib method {minmax, percentile, entropy, mse} x
+  cross-layer equalization {off, on} x bias correction {off, on}.
+* onnxruntime: `quantize_static(QDQ, per_channel=True, activation QInt8 (asymmetric),
+  weight QInt8 (symmetric), MinMax)` on the model as edgekiln's frontend loads it with the
+  input shapes pinned, after `quant_pre_process` (symbolic shape inference, ORT's graph
+  optimizer - which folds BatchNorm into Conv - and ONNX shape inference), as ORT recommends.
+  Scored as ORT runs it (a session with its default optimizations: the QDQ pairs become
+  ORT's integer kernels where it has them) and as written (optimizations off: the float
+  reference).  Default = MinMax; best = the best "as run" SQNR over MinMax, Entropy, Percentile.
+
+The best configurations are picked on the evaluation inputs themselves, for both tools alike
+(an oracle choice, so "best" is an upper bound for both).
+
+Cost (unless --no-cost): each tool's whole quantizing call (edgekiln: compile_model, which
+also optimizes and lowers to the integer program; ORT: quantize_static, its calibration
+included, pre-processing excluded) in a fresh subprocess pinned to one core with `taskset`,
+calibration data already in memory, so both run single-threaded on the same data:
+
+    time      wall seconds of the call
+    RSS peak  VmHWM - VmRSS before the call (the high-water mark reset by writing 5 to
+              /proc/self/clear_refs): all memory, native onnxruntime buffers included
+    py peak   tracemalloc's peak in a second, traced run of the same call: Python and numpy
+              allocations only (onnxruntime's own C++ buffers are invisible to it)
+
+Writes benchmarks/results/quantization_sqnr.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+import onnx
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from benchmarks.quantization_data import (
+    artifact_runner,
+    calibration_feeds,
+    evaluation_feeds,
+    ort_session,
+    outputs,
+    sqnr_db,
+)
+
+RESULTS = Path(__file__).parent / "results" / "quantization_sqnr.json"
+EDGEKILN_METHODS = ("minmax", "percentile", "entropy", "mse")
+ORT_METHODS = ("MinMax", "Entropy", "Percentile")
+COST_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}  # edgekiln -> ORT
+
+
+# -- quantizing ------------------------------------------------------------------------------------
+
+def edgekiln_quantize(path: str | Path, shapes: dict, calib: list, method: str = "minmax", equalize: bool = False,
+                      bias_correction: bool = False):
+    from edgekiln.compiler.compile import compile_model
+    from edgekiln.compiler.quant_options import QuantOptions
+
+    options = QuantOptions(quant="int8", calib=calib, calib_method=method, equalize=equalize,
+                           bias_correction=bias_correction)
+    return compile_model(path, "host", input_shapes=shapes, quantization=options, progress=False)
+
+
+def ort_quantize(source: Path, target: Path, calib: list, method: str) -> None:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(calib)
+
+        def get_next(self):
+            return next(self.items, None)
+
+    # quantize_static prints its histogram settings and logs a warning per 1-D weight (LayerNorm / BatchNorm
+    # scales it declines to quantize per channel): progress noise, not results.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=getattr(CalibrationMethod, method))
+    finally:
+        root.setLevel(level)
+
+
+def prepare_for_ort(name: str, folder: Path) -> tuple[Path, str]:
+    """The frontend-loaded model with pinned input shapes, through `quant_pre_process` when it succeeds."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from edgekiln.compiler.frontend import load_model
+    from tests.zoo import input_shapes, model_path
+
+    pinned = folder / f"{name}.pinned.onnx"
+    onnx.save(load_model(model_path(name), input_shapes(name)).to_proto(), pinned)
+    prepared = folder / f"{name}.pre.onnx"
+    try:
+        quant_pre_process(str(pinned), str(prepared))
+    except Exception as exc:  # noqa: BLE001 - report and quantize the pinned model instead
+        return pinned, f"quant_pre_process failed ({type(exc).__name__}: {exc}); pinned model used as is"
+    return prepared, "pinned shapes + quant_pre_process"
+
+
+# -- scoring ---------------------------------------------------------------------------------------
+
+class Scorer:
+    """Float outputs of the evaluation inputs, and the SQNR of a quantized model against them."""
+
+    def __init__(self, name: str, feeds: list) -> None:
+        from tests.zoo import model_path
+
+        session = ort_session(model_path(name).read_bytes())
+        self.names = [o.name for o in session.get_outputs()]
+        self.feeds = feeds
+        self.reference = outputs(lambda f: session.run(None, f), feeds)
+
+    def ort(self, model: bytes, optimize: bool) -> float:
+        session = ort_session(model, optimize)
+        names = [o.name for o in session.get_outputs()]
+        order = [names.index(n) for n in self.names] if set(self.names) <= set(names) else range(len(names))
+        return sqnr_db(self.reference, outputs(lambda f: [session.run(None, f)[i] for i in order], self.feeds))
+
+    def artifact(self, artifact) -> float:
+        return sqnr_db(self.reference, outputs(artifact_runner(artifact, self.names), self.feeds))
+
+
+def edgekiln_label(method: str, equalize: bool, bias_correction: bool) -> str:
+    return "+".join([method, *(["equalize"] if equalize else []), *(["bias-corr"] if bias_correction else [])])
+
+
+def edgekiln_grid(name: str, calib: list, scorer: Scorer, methods=EDGEKILN_METHODS, progress=None, task=None) -> list:
+    from tests.zoo import input_shapes, model_path
+
+    rows = []
+    for method, equalize, bias_correction in product(methods, (False, True), (False, True)):
+        row = {"config": edgekiln_label(method, equalize, bias_correction), "method": method, "equalize": equalize,
+               "bias_correction": bias_correction}
+        try:
+            result = edgekiln_quantize(model_path(name), input_shapes(name), calib, method, equalize, bias_correction)
+            row.update(sqnr_integer=scorer.artifact(result.artifact), sqnr_qdq=scorer.ort(result.graph.to_bytes(), False))
+        except Exception as exc:  # noqa: BLE001 - a failing configuration is a result to report
+            row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+        rows.append(row)
+        if progress is not None:
+            progress.advance(task)
+    return rows
+
+
+def ort_grid(name: str, calib: list, scorer: Scorer, source: Path, folder: Path, methods=ORT_METHODS,
+             progress=None, task=None) -> list:
+    rows = []
+    for method in methods:
+        row = {"config": method, "method": method}
+        target = folder / f"{name}.ort.{method}.onnx"
+        try:
+            ort_quantize(source, target, calib, method)
+            model = target.read_bytes()
+            row.update(sqnr_run=scorer.ort(model, True), sqnr_qdq=scorer.ort(model, False))
+        except Exception as exc:  # noqa: BLE001
+            row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+        rows.append(row)
+        if progress is not None:
+            progress.advance(task)
+    return rows
+
+
+def _best(rows: list, key: str) -> dict:
+    scored = [r for r in rows if key in r]
+    return max(scored, key=lambda r: r[key]) if scored else {"config": "-", key: float("nan")}
+
+
+# -- cost: one subprocess per measurement ------------------------------------------------------------
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} missing from /proc/self/status")
+
+
+def _reset_high_water() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def worker(spec: dict) -> dict:
+    """Run one quantizing call twice (timed + RSS, then traced); runs in a fresh subprocess."""
+    import edgekiln.calibration  # noqa: F401 - imports are not what is measured
+    import edgekiln.compiler.compile  # noqa: F401
+    import edgekiln.compiler.integer_lowering  # noqa: F401
+    import edgekiln.passes.quantize_graph  # noqa: F401
+    import onnxruntime.quantization  # noqa: F401
+
+    with np.load(spec["calib_file"]) as data:
+        stacked = {k: data[k] for k in data.files}
+    count = len(next(iter(stacked.values())))
+    calib = [{k: v[i:i + 1] for k, v in stacked.items()} for i in range(count)]
+    shapes = {k: tuple(v) for k, v in spec["shapes"].items()}
+    out = Path(spec["out_dir"])
+
+    def call() -> None:
+        if spec["tool"] == "edgekiln":
+            edgekiln_quantize(spec["model_file"], shapes, calib, spec["method"])
+        else:
+            ort_quantize(Path(spec["model_file"]), out / "cost.onnx", calib, spec["method"])
+
+    reset = _reset_high_water()
+    before = _status_kib("VmRSS")
+    start = time.perf_counter()
+    call()
+    seconds = time.perf_counter() - start
+    rss_peak = _status_kib("VmHWM") - before
+    tracemalloc.start()
+    call()
+    _, py_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {"seconds": seconds, "rss_peak_mib": rss_peak / 1024, "py_peak_mib": py_peak / 2**20,
+            "rss_reset": reset}
+
+
+def measure_cost(tool: str, name: str, method: str, model_file: Path, calib_file: Path, folder: Path) -> dict:
+    from tests.zoo import input_shapes
+
+    spec = {"tool": tool, "method": method, "model_file": str(model_file), "calib_file": str(calib_file),
+            "shapes": {k: list(v) for k, v in input_shapes(name).items()}, "out_dir": str(folder),
+            "result": str(folder / "cost.json")}
+    pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
+    done = subprocess.run([*pin, sys.executable, "-m", "benchmarks.quantization_sqnr", "--worker", json.dumps(spec)],
+                          cwd=Path(__file__).parent.parent, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1][:300] if done.stderr.strip() else "worker failed"}
+    return {**json.loads(Path(spec["result"]).read_text()), "pinned_to_one_core": bool(pin)}
+
+
+# -- per model -------------------------------------------------------------------------------------
+
+def measure(name: str, calib_count: int, eval_count: int, cost: bool = True, edgekiln_methods=EDGEKILN_METHODS,
+            ort_methods=ORT_METHODS, cost_methods=tuple(COST_METHODS), progress: Progress | None = None) -> dict:
+    from tests.zoo import model_path
+
+    calib = calibration_feeds(name, calib_count)
+    feeds = evaluation_feeds(name, eval_count)
+    scorer = Scorer(name, feeds)
+    steps = 4 * len(edgekiln_methods) + len(ort_methods) + (2 * len(cost_methods) if cost else 0)
+    task = progress.add_task(name, total=steps) if progress is not None else None
+    with tempfile.TemporaryDirectory(prefix="ek-sqnr-") as tmp:
+        folder = Path(tmp)
+        source, prep_note = prepare_for_ort(name, folder)
+        ek = edgekiln_grid(name, calib, scorer, edgekiln_methods, progress, task)
+        ort_rows = ort_grid(name, calib, scorer, source, folder, ort_methods, progress, task)
+        costs = {}
+        if cost:
+            calib_file = folder / "calib.npz"
+            np.savez(calib_file, **{k: np.concatenate([c[k] for c in calib]) for k in calib[0]})
+            for method in cost_methods:
+                costs[f"edgekiln/{method}"] = measure_cost("edgekiln", name, method, model_path(name), calib_file, folder)
+                if progress is not None:
+                    progress.advance(task)
+                costs[f"ort/{COST_METHODS[method]}"] = measure_cost("ort", name, COST_METHODS[method], source,
+                                                                    calib_file, folder)
+                if progress is not None:
+                    progress.advance(task)
+    default_ek = next(r for r in ek if r["config"] == "minmax")
+    default_ort = next(r for r in ort_rows if r["config"] == "MinMax")
+    return {"model": name, "calib_samples": len(calib), "eval_samples": len(feeds), "ort_input": prep_note,
+            "edgekiln_default": default_ek, "edgekiln_best": _best(ek, "sqnr_integer"),
+            "ort_default": default_ort, "ort_best": _best(ort_rows, "sqnr_run"),
+            "edgekiln_grid": ek, "ort_grid": ort_rows, "cost": costs}
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+def _db(row: dict, key: str) -> str:
+    return "error" if key not in row else f"{row[key]:.2f}"
+
+
+def render(rows: list[dict]) -> Table:
+    table = Table(title="INT8 output SQNR vs FP32, dB (ek int = edgekiln integer reference, ORT run = ORT session "
+                        "with its optimizations; qdq = QDQ float reference, ORT optimizations off)")
+    for column in ("model", "ek default int / qdq", "ORT default run / qdq", "Δ int-run / qdq", "ek best (config)",
+                   "int / qdq", "ORT best (method)", "run / qdq", "Δ int-run / qdq"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for r in rows:
+        cells = [r["model"]]
+        for best in (False, True):
+            ek, theirs = (r["edgekiln_best"], r["ort_best"]) if best else (r["edgekiln_default"], r["ort_default"])
+            cells += [ek["config"]] if best else []
+            cells.append(f"{_db(ek, 'sqnr_integer')} / {_db(ek, 'sqnr_qdq')}")
+            cells += [theirs["config"]] if best else []
+            cells.append(f"{_db(theirs, 'sqnr_run')} / {_db(theirs, 'sqnr_qdq')}")
+            cells.append(_delta(ek, theirs))
+        table.add_row(*cells)
+    return table
+
+
+def _delta(ek: dict, ort_row: dict) -> str:
+    if not all(k in ek for k in ("sqnr_integer", "sqnr_qdq")) or not all(k in ort_row for k in ("sqnr_run", "sqnr_qdq")):
+        return "-"
+    return f"{ek['sqnr_integer'] - ort_row['sqnr_run']:+.2f} / {ek['sqnr_qdq'] - ort_row['sqnr_qdq']:+.2f}"
+
+
+def render_cost(rows: list[dict]) -> Table:
+    table = Table(title="calibration + quantization cost, one core: edgekiln compile_model vs ORT quantize_static")
+    for column in ("model", "method", "time s ek / ORT", "RSS peak MiB ek / ORT", "py peak MiB ek / ORT"):
+        table.add_column(column, justify="left" if column in ("model", "method") else "right")
+    for r in rows:
+        for method, ort_method in COST_METHODS.items():
+            ek, theirs = r["cost"].get(f"edgekiln/{method}"), r["cost"].get(f"ort/{ort_method}")
+            if ek is None or theirs is None:
+                continue
+            cells = [r["model"], method]
+            for key, fmt in (("seconds", ".2f"), ("rss_peak_mib", ".1f"), ("py_peak_mib", ".1f")):
+                a, b = ek.get(key), theirs.get(key)
+                cells.append(f"{a:{fmt}} / {b:{fmt}}" if a is not None and b is not None else "error")
+            table.add_row(*cells)
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=None, help="comma-separated (default: every zoo and PP-OCR model)")
+    parser.add_argument("--calib", type=int, default=None,
+                        help="calibration samples (default: 128 training images for the trained models, 16 otherwise)")
+    parser.add_argument("--eval", type=int, default=None,
+                        help="evaluation samples (default: 200 held-out images for the trained models, 8 otherwise)")
+    parser.add_argument("--no-cost", action="store_true", help="skip the time / memory subprocesses")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        spec = json.loads(args.worker)
+        Path(spec["result"]).write_text(json.dumps(worker(spec)))
+        return
+    from tests.zoo import TRAINED_MODELS, all_models
+
+    names = args.models.split(",") if args.models else all_models()
+    rows = []
+    with Progress() as progress:
+        for name in names:
+            trained = name in TRAINED_MODELS
+            calib = args.calib or (128 if trained else 16)
+            count = args.eval or (200 if trained else 8)
+            rows.append(measure(name, calib, count, cost=not args.no_cost, progress=progress))
+    console = Console(width=200)
+    console.print(render(rows))
+    if not args.no_cost:
+        console.print(render_cost(rows))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""Encoders of the integer kernels (compiler/integer_kernels.py) into runtime calls.
+
+Each returns the `BlobCall`s for one Program call.  What the runtime needs beyond the
+Program is computed here, once: the weight row sums that fold the input zero point out of
+the int8 GEMM (per output channel, or per channel and K group for group-scaled weights),
+and the index tables of QResizeNearest and QPad.  Scratch sizes follow the C kernels'
+`prepare` exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgekiln.backends.arm_cpu import op_codes
+from edgekiln.backends.arm_cpu.encode_context import (
+    COLS,
+    ROWS,
+    BlobCall,
+    EncodeContext,
+    align64,
+    is_packed,
+    normalize_axis,
+)
+from edgekiln.backends.arm_cpu.encode_movement import pad_tables
+from edgekiln.compiler.program import KernelCall
+
+A, OP = op_codes.ATTR, op_codes.OP
+
+
+def _inputs(call: KernelCall, count: int) -> list[str | None]:
+    names = [n or None for n in call.inputs[:count]]
+    return names + [None] * (count - len(names))
+
+
+def _clamp(a: dict) -> dict[int, int]:
+    return {A["ACT_MIN"]: a.get("act_min", -128), A["ACT_MAX"]: a.get("act_max", 127)}
+
+
+def _weight_row_sums(w: np.ndarray, group_size: int) -> np.ndarray:
+    rows = w.reshape(w.shape[0], -1).astype(np.int64)
+    if group_size:
+        return rows.reshape(rows.shape[0], -1, group_size).sum(axis=2).astype(np.int32)
+    return rows.sum(axis=1).astype(np.int32)
+
+
+def _gemm_scratch(ctx: EncodeContext, w: str, rows_p: int, kg: int, og: int, fc: bool, ratio: bool) -> int:
+    pb, ocb = max(min(rows_p, ROWS), 1), max(min(og, COLS), 1)
+    size = 0 if fc else align64(pb * kg)
+    size += align64(pb * ocb * 4)
+    if is_packed(ctx.spec(w)):
+        size += align64(ocb * kg)
+    if ratio:
+        size += align64(pb * ocb * 8)
+    return size
+
+
+def qconv(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
+    """QConv2D and QDepthwiseConv2D: x, w, bias, multiplier, shift, [group_ratio] + row sums."""
+    x, w, bias, mult, shift, ratio = _inputs(call, 6)
+    a = call.attrs
+    weights = ctx.need_const(call, 1, "weight")
+    o, cg, kh, kw = weights.shape
+    group = a.get("group", 1)
+    kg = cg * kh * kw
+    group_size = a.get("group_size") or 0
+    wsum = ctx.derive(call, "row_sums", _weight_row_sums(weights, group_size if ratio else 0))
+    _, _, ho, wo = ctx.shape(call.outputs[0])
+    depthwise = cg == 1 and o == group and not ratio
+    scratch = align64(kh * kw) if depthwise else _gemm_scratch(ctx, w, ho * wo, kg, o // group, False, bool(ratio))
+    attrs = {A["STRIDES"]: a.get("strides", [1, 1]), A["DILATIONS"]: a.get("dilations", [1, 1]),
+             A["PADS"]: a.get("pads", [0, 0, 0, 0]), A["GROUP"]: group, A["INPUT_ZP"]: a["input_zero_point"],
+             A["OUTPUT_ZP"]: a["output_zero_point"], **_clamp(a)}
+    if ratio:
+        attrs.update({A["GROUP_SIZE"]: group_size, A["ACC_FRAC_BITS"]: a.get("acc_frac_bits", 0)})
+    op = OP["QDEPTHWISE_CONV2D"] if call.op == "QDepthwiseConv2D" else OP["QCONV2D"]
+    return [BlobCall(call.name, op, [x, w, bias, mult, shift, ratio, wsum], [call.outputs[0]], attrs, scratch)]
+
+
+def qfully_connected(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
+    x, w, bias, mult, shift, ratio = _inputs(call, 6)
+    a = call.attrs
+    weights = ctx.need_const(call, 1, "weight")
+    n, k = weights.shape
+    group_size = a.get("group_size") or 0
+    wsum = ctx.derive(call, "row_sums", _weight_row_sums(weights, group_size if ratio else 0))
+    rows = ctx.size(x) // k if k else 0
+    attrs = {A["INPUT_ZP"]: a["input_zero_point"], A["OUTPUT_ZP"]: a["output_zero_point"], **_clamp(a)}
+    if ratio:
+        attrs.update({A["GROUP_SIZE"]: group_size, A["ACC_FRAC_BITS"]: a.get("acc_frac_bits", 0)})
+    scratch = _gemm_scratch(ctx, w, rows, k, n, True, bool(ratio))
+    return [BlobCall(call.name, OP["QFULLY_CONNECTED"], [x, w, bias, mult, shift, ratio, wsum], [call.outputs[0]],
+                     attrs, scratch)]
+
+
+def qconv_transpose(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
+    x, w, bias, mult, shift, ratio = _inputs(call, 6)
+    a = call.attrs
+    _, _, kh, kw = ctx.shape(w)
+    _, _, ho, wo = ctx.shape(call.outputs[0])
+    attrs = {A["STRIDES"]: a.get("strides", [1, 1]), A["DILATIONS"]: a.get("dilations", [1, 1]),
+             A["PADS"]: a.get("pads", [0, 0, 0, 0]), A["GROUP"]: a.get("group", 1),
+             A["OUTPUT_PADDING"]: a.get("output_padding", [0, 0]), A["INPUT_ZP"]: a["input_zero_point"],
+             A["OUTPUT_ZP"]: a["output_zero_point"], A["ACC_FRAC_BITS"]: a.get("acc_frac_bits", 0), **_clamp(a)}
+    operands = [x, w, bias, mult, shift] + ([ratio] if ratio else [])
+    return [BlobCall(call.name, OP["QCONV_TRANSPOSE2D"], operands, [call.outputs[0]], attrs,
+                     align64(ho * wo * 8) + align64(kh * kw))]
+
+
+def qmatmul(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
+    a_name, b_name = call.inputs
+    a = call.attrs
+    m, k = ctx.shape(a_name)[-2:]
+    n = ctx.shape(b_name)[-1]
+    pb = max(min(m, ROWS), 1)
+    scratch = align64(n * k) + align64(pb * n * 4) + align64(n * 4)
+    attrs = {A["A_ZP"]: a["a_zero_point"], A["B_ZP"]: a["b_zero_point"], A["OUTPUT_ZP"]: a["output_zero_point"],
+             A["MULTIPLIER"]: a["multiplier"], A["SHIFT"]: a["shift"], **_clamp(a)}
+    return [BlobCall(call.name, OP["QMATMUL"], [a_name, b_name], [call.outputs[0]], attrs, scratch)]
+
+
+def qadd_mul(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
+    a = call.attrs
+    attrs = {A["A_ZP"]: a["a_zero_point"], A["B_ZP"]: a["b_zero_point"], A["OUTPUT_ZP"]: a["output_zero_point"],
+             A["MULTIPLIER"]: a["multiplier"], A["SHIFT"]: a["shift"], **_clamp(a)}
+    if call.op == "QAdd":
+        attrs.update({A["A_MULTIPLIER"]: a["a_multiplier"], A["A_SHIFT"]: a["a_shift"],
+                      A["B_MULTIPLIER"]: a["b_multiplier"], A["B_SHIFT"]: a["b_shift"],
+                      A["LEFT_SHIFT"]: a["left_shift"], A["SUBTRACT"]: int(bool(a.get("subtract")))})
+    op = OP["QADD"] if call.op == "QAdd" else OP["QMUL"]
+    return [BlobCall(call.name, op, list(call.inputs[:2]), [call.outputs[0]], attrs)]
+
+
+def qrequantize(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
+    a = call.attrs
+    attrs = {A["INPUT_ZP"]: a["input_zero_point"], A["OUTPUT_ZP"]: a["output_zero_point"],
+             A["MULTIPLIER"]: a["multiplier"], A["SHIFT"]: a["shift"]}
+    return [BlobCall(call.name, OP["QREQUANTIZE"], [call.inputs[0]], [call.outputs[0]], attrs)]
+
+
+def qlookup_table(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
+    return [BlobCall(call.name, OP["QLOOKUP_TABLE"], list(call.inputs[:2]), [call.outputs[0]])]
+
+
+def _scalar(ctx: EncodeContext, call: KernelCall, key: str) -> float | int:
+    value = call.attrs[key]
+    if isinstance(value, list):
+        if len(value) != 1:
+            raise ctx.fail(call, f"per-axis {key} (only per-tensor quantization at graph boundaries)")
+        value = value[0]
+    return value
+
+
+def quantize(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
+    op = OP["QUANTIZE"] if call.op == "Quantize" else OP["DEQUANTIZE"]
+    attrs = {A["SCALE"]: float(np.float32(_scalar(ctx, call, "scale"))), A["ZERO_POINT"]: int(_scalar(ctx, call, "zero_point"))}
+    return [BlobCall(call.name, op, [call.inputs[0]], [call.outputs[0]], attrs)]
+
+
+def dequantize_weight(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
+    a = call.attrs
+    attrs = {A["GROUP_SIZE"]: a.get("group_size") or 0, A["TRANSPOSE"]: int(bool(a.get("transpose")))}
+    return [BlobCall(call.name, OP["DEQUANTIZE_WEIGHT"], list(call.inputs[:2]), [call.outputs[0]], attrs)]
+
+
+def qaverage_pool(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
+    a = call.attrs
+    attrs = {A["KERNEL"]: a["kernel_shape"], A["STRIDES"]: a.get("strides", [1, 1]), A["PADS"]: a.get("pads", [0, 0, 0, 0]),
+             A["COUNT_INCLUDE_PAD"]: int(a.get("count_include_pad", 0)), A["INPUT_ZP"]: a["input_zero_point"],
+             A["OUTPUT_ZP"]: a["output_zero_point"]}
+    return [BlobCall(call.name, OP["QAVERAGE_POOL"], list(call.inputs[:3]), [call.outputs[0]], attrs)]
+
+
+def qreduce_mean(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
+    """QReduceMean, and QGlobalAveragePool as a mean over axes 2.."""
+    a = call.attrs
+    rank = len(ctx.shape(call.inputs[0]))
+    if call.op == "QGlobalAveragePool":
+        axes = list(range(2, rank))
+    else:
+        axes = sorted({normalize_axis(call, ctx, axis, rank) for axis in a["axes"]})
+    attrs = {A["AXES"]: axes, A["INPUT_ZP"]: a["input_zero_point"], A["OUTPUT_ZP"]: a["output_zero_point"],
+             A["MULTIPLIER"]: a["multiplier"], A["SHIFT"]: a["shift"]}
+    return [BlobCall(call.name, OP["QREDUCE_MEAN"], [call.inputs[0]], [call.outputs[0]], attrs,
+                     align64(ctx.size(call.outputs[0]) * 8))]
+
+
+def qmax_pool(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
+    a = call.attrs
+    if len(call.outputs) > 1 and call.outputs[1]:
+        raise ctx.fail(call, "the MaxPool indices output is not supported")
+    attrs = {A["KERNEL"]: a["kernel_shape"], A["STRIDES"]: a.get("strides", [1, 1]), A["PADS"]: a.get("pads", [0, 0, 0, 0]),
+             A["DILATIONS"]: a.get("dilations", [1, 1])}
+    return [BlobCall(call.name, OP["QMAX_POOL"], [call.inputs[0]], [call.outputs[0]], attrs)]
+
+
+def qconcat(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
+    a = call.attrs
+    if len(call.inputs) > 255:
+        raise ctx.fail(call, "more than 255 inputs")
+    rank = len(ctx.shape(call.outputs[0]))
+    requant = a["requantize"]
+    attrs = {A["AXIS"]: normalize_axis(call, ctx, a["axis"], rank), A["OUTPUT_ZP"]: a["output_zero_point"],
+             A["INPUT_ZPS"]: list(a["input_zero_points"]), A["REQ_FLAGS"]: [0 if r is None else 1 for r in requant],
+             A["REQ_MULTIPLIERS"]: [0 if r is None else r[0] for r in requant],
+             A["REQ_SHIFTS"]: [0 if r is None else r[1] for r in requant]}
+    return [BlobCall(call.name, OP["QCONCAT"], list(call.inputs), [call.outputs[0]], attrs)]
+
+
+def qresize_nearest(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
+    x, index_h, index_w = call.inputs
+    n, c = ctx.shape(x)[:2]
+    tables = np.concatenate([np.arange(n), np.arange(c), ctx.need_const(call, 1, "index_h").reshape(-1),
+                             ctx.need_const(call, 2, "index_w").reshape(-1)]).astype(np.int32)
+    return [BlobCall(call.name, OP["INDEX_MAP"], [x, ctx.derive(call, "index", tables)], [call.outputs[0]])]
+
+
+def qpad(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
+    a = call.attrs
+    shape = ctx.shape(call.inputs[0])
+    tables = pad_tables(ctx, call, shape, list(a["pads"]), a.get("mode", "constant"))
+    return [BlobCall(call.name, OP["INDEX_MAP"], [call.inputs[0], ctx.derive(call, "index", tables)], [call.outputs[0]],
+                     {A["FILL"]: float(a.get("pad_value", 0))})]
+
+
+def qsoftmax(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
+    a = call.attrs
+    attrs = {A["OUTPUT_ZP"]: a["output_zero_point"], A["MULTIPLIER"]: a["multiplier"], A["SHIFT"]: a["shift"]}
+    return [BlobCall(call.name, OP["QSOFTMAX"], list(call.inputs[:2]), [call.outputs[0]], attrs)]
+
+
+def qlayer_norm(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
+    a = call.attrs
+    attrs = {A["EPS_TERM"]: a["eps_term"], A["FRAC_BITS"]: a["frac_bits"], A["OUT_SHIFT"]: a["out_shift"],
+             A["OUTPUT_ZP"]: a["output_zero_point"]}
+    return [BlobCall(call.name, OP["QLAYER_NORM"], list(call.inputs[:3]), [call.outputs[0]], attrs)]
+
+
+ENCODERS = {
+    "QConv2D": qconv,
+    "QDepthwiseConv2D": qconv,
+    "QFullyConnected": qfully_connected,
+    "QConvTranspose2D": qconv_transpose,
+    "QMatMul": qmatmul,
+    "QAdd": qadd_mul,
+    "QMul": qadd_mul,
+    "QRequantize": qrequantize,
+    "QLookupTable": qlookup_table,
+    "Quantize": quantize,
+    "Dequantize": quantize,
+    "DequantizeWeight": dequantize_weight,
+    "QAveragePool": qaverage_pool,
+    "QGlobalAveragePool": qreduce_mean,
+    "QReduceMean": qreduce_mean,
+    "QMaxPool": qmax_pool,
+    "QConcat": qconcat,
+    "QResizeNearest": qresize_nearest,
+    "QPad": qpad,
+    "QSoftmax": qsoftmax,
+    "QLayerNorm": qlayer_norm,
+}

@@ -1,0 +1,95 @@
+"""`ArmCpuRunner`: runs an arm_cpu artifact's `bin/ek_run` on its blob through a transport.
+
+`run(feeds)` writes the blob, the runner and each input (raw little-endian bytes, as
+`ek_run` reads them) into a fresh temporary directory, runs `ek_run` there (locally, or under
+`qemu-aarch64 -cpu <target's qemu_cpu>`), reads the outputs back as numpy arrays shaped and
+typed as the manifest says, and always removes the directory.  `bench(...)` does the same
+with `--repeat` / `--warmup` / `--profile` and returns the runner's latency and profile JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekiln.backends.arm_cpu.backend import BLOB_FILE, CONFIG_FILE, RUNNER_FILE
+from edgekiln.backends.arm_cpu.transport import Transport, choose_transport
+from edgekiln.errors import ArtifactError
+
+# ek_run's exit statuses (runner_main.c)
+EXIT_MESSAGES = {2: "bad usage or unreadable file", 3: "the model blob does not load", 4: "the run failed",
+                 5: "the requested ISA is not available"}
+
+
+class ArmCpuRunner:
+    def __init__(self, files: dict[str, bytes], manifest: dict[str, Any], transport: str | None = None,
+                 timeout: float | None = None) -> None:
+        missing = [f for f in (BLOB_FILE, RUNNER_FILE, CONFIG_FILE) if f not in files]
+        if missing:
+            raise ArtifactError(f"the artifact lacks {', '.join(missing)}: it was not built by the arm_cpu backend; "
+                                "recompile it")
+        self.files = files
+        self.manifest = manifest
+        self.config = json.loads(files[CONFIG_FILE])
+        self.transport: Transport = choose_transport(self.config["arch"], self.config.get("qemu_cpu"), transport)
+        self.timeout = timeout
+
+    def run(self, feeds: dict[str, np.ndarray], *, threads: int = 1, isa: str = "auto") -> dict[str, np.ndarray]:
+        outputs, _ = self._execute(feeds, ["--threads", str(threads), "--isa", isa])
+        return outputs
+
+    def bench(self, feeds: dict[str, np.ndarray], *, repeat: int = 10, warmup: int = 1, threads: int = 1,
+              isa: str = "auto", profile: bool = True) -> dict[str, Any]:
+        """Latency statistics (ms) of `repeat` runs after `warmup`; per-call times when `profile`."""
+        args = ["--threads", str(threads), "--isa", isa, "--repeat", str(repeat), "--warmup", str(warmup)]
+        _, stats = self._execute(feeds, args, profile=profile)
+        stats["transport"] = self.transport.name
+        return stats
+
+    def _execute(self, feeds: dict[str, np.ndarray], extra: list[str], profile: bool = False
+                 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        with tempfile.TemporaryDirectory(prefix="edgekiln-run-") as tmp:
+            work = Path(tmp)
+            (work / "model.blob").write_bytes(self.files[BLOB_FILE])
+            runner = work / "ek_run"
+            runner.write_bytes(self.files[RUNNER_FILE])
+            os.chmod(runner, 0o755)
+            args = ["model.blob"]
+            for k, spec in enumerate(self.manifest["inputs"]):
+                array = np.ascontiguousarray(feeds[spec["name"]], dtype=np.dtype(spec["dtype"]).newbyteorder("<"))
+                (work / f"in{k}.bin").write_bytes(array.tobytes())
+                args += ["--input", f"{spec['name']}=in{k}.bin"]
+            for k, spec in enumerate(self.manifest["outputs"]):
+                args += ["--output", f"{spec['name']}=out{k}.bin"]
+            if profile:
+                args += ["--profile", "profile.json"]
+            try:
+                proc = self.transport.run(runner, args + extra, work, self.timeout)
+            except subprocess.TimeoutExpired:
+                raise ArtifactError(f"ek_run did not finish within {self.timeout} s ({self.transport.name})") from None
+            if proc.returncode != 0:
+                raise ArtifactError(_failure(proc, self.transport))
+            outputs = {}
+            for k, spec in enumerate(self.manifest["outputs"]):
+                data = (work / f"out{k}.bin").read_bytes()
+                dtype = np.dtype(spec["dtype"]).newbyteorder("<")
+                outputs[spec["name"]] = np.frombuffer(data, dtype).astype(spec["dtype"]).reshape(spec["shape"])
+            stats = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
+            if profile:
+                stats["profile"] = json.loads((work / "profile.json").read_text())["calls"]
+            return outputs, stats
+
+
+def _failure(proc: subprocess.CompletedProcess, transport: Transport) -> str:
+    detail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no message"
+    if proc.returncode < 0:
+        return (f"ek_run was killed by signal {-proc.returncode} ({transport.name}): {detail}; this is a bug in the "
+                "edgekiln runtime, please report it with the artifact")
+    why = EXIT_MESSAGES.get(proc.returncode, f"exit status {proc.returncode}")
+    return f"ek_run failed ({why}, {transport.name}): {detail}"

@@ -1,0 +1,194 @@
+"""Building the C runtime: find a C compiler for the target, compile, cache the result.
+
+The compile is a fixed list of commands (no make): every `.c` under `runtime_arm/src` is
+compiled with the baseline flags, except the ISA-specific int8 GEMM files, which get their
+own `-march` (aarch64) or `-mavx2 -mfma` (x86_64) flags on their own architecture (elsewhere
+they compile to empty units); then one static link.  The selector in `src/gemm/` picks the
+fastest GEMM the running CPU supports, so one binary serves every core of an architecture.
+
+Which compiler: `toolchain` (the `--toolchain` option) if given, else `$CC`, else the
+Debian cross compiler for the target's architecture (`aarch64-linux-gnu-gcc`) or the host's
+`cc`.  `cc -dumpmachine` must name the target's architecture, so a host `CC` is never used
+by mistake for an ARM target.
+
+The cache: `$EDGEKILN_CACHE/runtime/<key>/` (default `~/.cache/edgekiln/runtime`), where the
+key hashes the runtime sources, the compiler's identity (`-dumpmachine`, `--version`) and
+the flags.  A build goes to a temporary directory next to it and is renamed into place, so
+concurrent builds never see a half-written binary.  Builds are deterministic (no debug info,
+stripped, no build id, source paths relative), so the same key gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgekiln.errors import EdgekilnError
+
+RUNTIME_DIR = Path(__file__).resolve().parents[2] / "runtime_arm"
+CACHE_LAYOUT_VERSION = 1
+BASE_FLAGS = ("-std=c99", "-O2", "-ffp-contract=off", "-Wall", "-Wextra", "-Iinclude", "-Isrc", "-Isrc/gemm")
+LINK_FLAGS = ("-static", "-s", "-Wl,--build-id=none", "-pthread")
+LIBS = ("-lm",)
+# per-ISA files: (architecture they are built for, extra flags)
+ISA_FLAGS = {
+    "gemm_s8_neon.c": ("aarch64", ("-march=armv8-a",)),
+    "gemm_s8_dotprod.c": ("aarch64", ("-march=armv8.2-a+dotprod",)),
+    "gemm_s8_i8mm.c": ("aarch64", ("-march=armv8.6-a+i8mm",)),
+    "gemm_s8_avx2.c": ("x86_64", ("-mavx2", "-mfma")),
+}
+DEFAULT_COMPILERS = {"aarch64": "aarch64-linux-gnu-gcc", "arm": "arm-linux-gnueabihf-gcc"}
+DEBIAN_PACKAGES = {"aarch64": "gcc-aarch64-linux-gnu", "arm": "gcc-arm-linux-gnueabihf", "x86_64": "gcc"}
+
+
+class ToolchainError(EdgekilnError):
+    """No usable C compiler for the target, or the runtime does not compile with it."""
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    cc: str           # the compiler command
+    arch: str         # aarch64, x86_64, arm
+    machine: str      # `cc -dumpmachine`
+    version: str      # `cc --version`, first line
+
+
+@dataclass
+class BuildResult:
+    path: Path
+    seconds: float    # 0.0 when served from the cache
+    cached: bool
+    commands: list[list[str]] = field(default_factory=list)
+
+
+def machine_arch(triple: str) -> str:
+    """'aarch64-linux-gnu' -> 'aarch64'; 'x86_64-pc-linux-gnu' -> 'x86_64'; 'arm-linux-gnueabihf' -> 'arm'."""
+    head = triple.split("-")[0]
+    if head in ("aarch64", "arm64"):
+        return "aarch64"
+    if head.startswith("arm"):
+        return "arm"
+    if head in ("x86_64", "amd64"):
+        return "x86_64"
+    return head
+
+
+def find_toolchain(arch: str, toolchain: str | None = None) -> Toolchain:
+    """The compiler for `arch`: `toolchain`, else $CC, else the default; checked to build for `arch`."""
+    host_arch = machine_arch(os.uname().machine)
+    chosen = toolchain or os.environ.get("CC") or (DEFAULT_COMPILERS.get(arch) if arch != host_arch else "cc")
+    if chosen is None:
+        raise ToolchainError(f"no default C compiler for {arch}; pass --toolchain or set CC")
+    if chosen.endswith("-"):  # a prefix such as aarch64-linux-gnu-
+        chosen += "gcc"
+    source = "--toolchain" if toolchain else ("$CC" if os.environ.get("CC") else "the default")
+    package = DEBIAN_PACKAGES.get(arch, f"a C compiler for {arch}")
+    if shutil.which(chosen) is None:
+        raise ToolchainError(
+            f"C compiler {chosen!r} ({source}) not found: the arm_cpu backend builds its runtime for {arch} with it. "
+            f"Install it (Debian: apt-get install {package}) or name another one with --toolchain CC or the CC "
+            "environment variable")
+    try:
+        machine = _run([chosen, "-dumpmachine"]).strip()
+        version = _run([chosen, "--version"]).splitlines()[0].strip()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise ToolchainError(f"C compiler {chosen!r} ({source}) does not run: {exc}") from None
+    if machine_arch(machine) != arch:
+        raise ToolchainError(
+            f"C compiler {chosen!r} ({source}) builds for {machine}, the target needs {arch}: install "
+            f"{package} (Debian) or pass --toolchain / set CC to a compiler for {arch}")
+    return Toolchain(chosen, arch, machine, version)
+
+
+def _run(cmd: list[str], cwd: Path | None = None) -> str:
+    return subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def runtime_sources(main: str = "src/runner_main.c") -> list[str]:
+    """Runtime sources relative to RUNTIME_DIR: the library plus `main` (another program's main
+    replaces runner_main.c, e.g. the fuzz harness)."""
+    library = sorted(p.relative_to(RUNTIME_DIR).as_posix() for p in (RUNTIME_DIR / "src").rglob("*.c"))
+    library = [s for s in library if s != "src/runner_main.c"]
+    return library + [main]
+
+
+def cache_root() -> Path:
+    base = os.environ.get("EDGEKILN_CACHE")
+    return (Path(base) if base else Path.home() / ".cache" / "edgekiln") / "runtime"
+
+
+def _source_digest(sources: list[str]) -> str:
+    h = hashlib.sha256()
+    files = sorted({*sources, *(p.relative_to(RUNTIME_DIR).as_posix()
+                                for d in ("include", "src") for p in (RUNTIME_DIR / d).rglob("*.h"))})
+    for rel in files:
+        data = (RUNTIME_DIR / rel).read_bytes()
+        h.update(f"{rel}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def compile_commands(tc: Toolchain, sources: list[str], out_dir: Path, output: str, extra_flags: tuple[str, ...] = (),
+                     static: bool = True) -> list[list[str]]:
+    """The exact commands of a build: one per source (run in RUNTIME_DIR), then the link."""
+    commands, objects = [], []
+    for rel in sources:
+        isa = ISA_FLAGS.get(Path(rel).name)
+        flags = isa[1] if isa and isa[0] == tc.arch else ()
+        obj = out_dir / (rel.replace("/", "__") + ".o")
+        objects.append(str(obj))
+        commands.append([tc.cc, *BASE_FLAGS, *extra_flags, *flags, f"-ffile-prefix-map={RUNTIME_DIR}=.", "-c", rel,
+                         "-o", str(obj)])
+    link = [tc.cc, *extra_flags, *(LINK_FLAGS if static else ("-pthread",)), *objects, *LIBS, "-o", str(out_dir / output)]
+    return commands + [link]
+
+
+def build_program(tc: Toolchain, *, main: str = "src/runner_main.c", output: str = "ek_run",
+                  extra_flags: tuple[str, ...] = (), static: bool = True) -> BuildResult:
+    """Build (or fetch from the cache) one runtime program; returns where the binary is."""
+    sources = runtime_sources(main)
+    key_data = {"layout": CACHE_LAYOUT_VERSION, "sources": _source_digest(sources), "cc": tc.cc, "machine": tc.machine,
+                "version": tc.version, "base": BASE_FLAGS, "extra": extra_flags, "static": static, "link": LINK_FLAGS,
+                "isa": sorted((k, v[0], v[1]) for k, v in ISA_FLAGS.items()), "output": output}
+    key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:24]
+    final = cache_root() / f"{tc.arch}-{key}"
+    if (final / output).is_file():
+        return BuildResult(final / output, 0.0, True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{tc.arch}-{key}-", dir=final.parent))
+    start = time.perf_counter()
+    try:
+        commands = compile_commands(tc, sources, staging, output, extra_flags, static)
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            errors = [e for e in pool.map(_compile, commands[:-1]) if e]
+        if errors:
+            raise ToolchainError(f"the runtime does not compile with {tc.cc} ({tc.version}):\n" + "\n".join(errors[:3]))
+        link_error = _compile(commands[-1])
+        if link_error:
+            raise ToolchainError(f"linking the runtime with {tc.cc} failed:\n{link_error}")
+        for obj in staging.glob("*.o"):
+            obj.unlink()
+        (staging / "build.json").write_text(json.dumps({**key_data, "commands": commands}, indent=1, default=list))
+        try:
+            os.rename(staging, final)
+        except OSError:  # another process finished the same build first: use theirs
+            shutil.rmtree(staging, ignore_errors=True)
+        return BuildResult(final / output, time.perf_counter() - start, False, commands)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _compile(cmd: list[str]) -> str:
+    proc = subprocess.run(cmd, cwd=RUNTIME_DIR, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return f"$ {' '.join(cmd)}\n{proc.stderr.strip()}"
+    return ""

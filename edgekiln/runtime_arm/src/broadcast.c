@@ -1,0 +1,72 @@
+/*
+ * numpy broadcasting for elementwise kernels: up to three operands against one output.
+ *
+ * Dims are right-aligned; an operand dim of 1 (or a missing leading dim) has stride 0.
+ * Adjacent dims that are contiguous for every operand are merged and size-1 dims dropped,
+ * so a same-shape add is one row and a per-channel scale [1, C, 1, 1] on [N, C, H, W] is
+ * N·C rows of H·W.  Kernels then run a row function with one start offset and one element
+ * step per operand.
+ */
+#include <string.h>
+
+#include "ek_internal.h"
+#include "kernels/ek_broadcast.h"
+
+int ek_bcast_init(ek_bcast *b, const ek_tensor *y, int nops, const ek_tensor *const *ops) {
+    int64_t str[EK_BCAST_MAX_OPS][EK_MAX_RANK];
+    memset(b, 0, sizeof *b);
+    b->nops = nops;
+    for (int i = 0; i < nops; i++)
+        if (!ek_broadcast_strides(ops[i], y->rank, y->dims, str[i])) return 0;
+    /* Merge from the right: dim d joins the current innermost kept dim when contiguous. */
+    int rank = 0;
+    int64_t dims[EK_MAX_RANK], s[EK_BCAST_MAX_OPS][EK_MAX_RANK];
+    for (int d = y->rank - 1; d >= 0; d--) {
+        if (y->dims[d] == 1) continue;
+        if (rank > 0) {
+            int ok = 1;
+            for (int i = 0; i < nops; i++)
+                if (str[i][d] != s[i][rank - 1] * dims[rank - 1]) ok = 0;
+            if (ok) {
+                dims[rank - 1] *= y->dims[d];
+                continue;
+            }
+        }
+        dims[rank] = y->dims[d];
+        for (int i = 0; i < nops; i++) s[i][rank] = str[i][d];
+        rank++;
+    }
+    /* stored outermost first */
+    b->rank = rank;
+    for (int d = 0; d < rank; d++) {
+        b->dims[d] = dims[rank - 1 - d];
+        for (int i = 0; i < nops; i++) b->str[i][d] = s[i][rank - 1 - d];
+    }
+    return 1;
+}
+
+void ek_bcast_run(const ek_bcast *b, ek_bcast_row row, void *ctx) {
+    int64_t off[EK_BCAST_MAX_OPS] = {0}, step[EK_BCAST_MAX_OPS] = {0};
+    if (b->rank == 0) {
+        row(ctx, off, step, 0, 1);
+        return;
+    }
+    int inner = b->rank - 1;
+    int64_t n = b->dims[inner];
+    for (int i = 0; i < b->nops; i++) step[i] = b->str[i][inner];
+    int64_t idx[EK_MAX_RANK] = {0};
+    int64_t yoff = 0;
+    for (;;) {
+        row(ctx, off, step, yoff, n);
+        yoff += n;
+        int d = inner - 1;
+        for (; d >= 0; d--) {
+            idx[d]++;
+            for (int i = 0; i < b->nops; i++) off[i] += b->str[i][d];
+            if (idx[d] < b->dims[d]) break;
+            for (int i = 0; i < b->nops; i++) off[i] -= b->str[i][d] * b->dims[d];
+            idx[d] = 0;
+        }
+        if (d < 0) break;
+    }
+}

@@ -1,0 +1,301 @@
+/*
+ * QConv2D, QDepthwiseConv2D and QFullyConnected (compiler/integer_kernels.py), one prepare.
+ *
+ * General path: im2col + int8 GEMM.  A task is one block of up to EK_BLOCK_ROWS output pixels
+ * (rows of A, gathered by im2col with the input zero point as padding, so padding contributes
+ * (zp - zp)·w = 0) times one block of up to EK_BLOCK_COLS output channels of one group (rows
+ * of B = weights, one row of K per channel).  The GEMM (ek_gemm.h, chosen per CPU) sums raw
+ * int8 products; the zero point is folded afterwards with the weight row sums the compiler
+ * stored in the blob:
+ *
+ *     Σ_k (x_k − zp)·w[o,k] = (A·Bᵀ)[p,o] − zp·rowsum[o]               (exact, int64)
+ *
+ * Per-group weights (int4 / ternary with group_ratio) run one GEMM per K group and combine
+ * the group sums with their Q16 ratios exactly as the spec says.  Packed int4/int2 weights
+ * are unpacked block by block into the task's scratch.  Depthwise convolutions with
+ * per-channel weights take a direct loop instead (a GEMM with K = kh·kw per channel wastes
+ * more than it saves).  Fully connected layers are the same GEMM with A = x itself.
+ */
+#include <string.h>
+
+#include "../ek_internal.h"
+#include "ek_requant.h"
+
+typedef struct {
+    const ek_tensor *x, *w, *bias, *mult, *shift, *ratio, *wsum, *y;
+    int fc, depthwise;
+    int64_t N, C, H, W, O, Ho, Wo, P;
+    int64_t kh, kw, sh, sw, dh, dw, pt, pl;
+    int64_t G, Cg, Og, Kg;
+    int32_t zx, zy, lo, hi;
+    int64_t gs, ngr, frac;
+    int64_t pb, ocb, pblocks, oblocks;
+    size_t off_c32, off_w, off_wide;
+} qconv_params;
+
+typedef struct {
+    const qconv_params *p;
+    ek_gemm_s8_fn gemm;
+    const int8_t *x;
+    const uint8_t *w;
+    const int32_t *bias, *mult, *shift, *ratio, *wsum;
+    int8_t *y;
+} qconv_run;
+
+static int64_t out_size(int64_t in, int64_t pad_total, int64_t k, int64_t s, int64_t d) {
+    int64_t num = in + pad_total - d * (k - 1) - 1;
+    return num < 0 ? -1 : num / s + 1;
+}
+
+static int check_vector(const ek_tensor *t, int64_t n, const ek_call *c, const char *what, ek_err *e) {
+    if (!t || t->dtype != EK_DT_INT32 || t->count != n)
+        return ek_bad(e, c, "%s must be int32 with %lld values", what, (long long)n);
+    return EK_STATUS_OK;
+}
+
+static int prepare_common(ek_model *m, ek_call *c, qconv_params *p, ek_err *e) {
+    int rc;
+    int64_t v;
+    p->bias = ek_input(m, c, 2);
+    p->mult = ek_input(m, c, 3);
+    p->shift = ek_input(m, c, 4);
+    p->ratio = ek_input(m, c, 5);
+    p->wsum = ek_input(m, c, 6);
+    if ((rc = ek_attr_int(c, EK_ATTR_INPUT_ZP, 1, 0, -128, 127, &v, e))) return rc;
+    p->zx = (int32_t)v;
+    if ((rc = ek_attr_int(c, EK_ATTR_OUTPUT_ZP, 1, 0, -128, 127, &v, e))) return rc;
+    p->zy = (int32_t)v;
+    if ((rc = ek_attr_int(c, EK_ATTR_ACT_MIN, 0, -128, -128, 127, &v, e))) return rc;
+    p->lo = (int32_t)v;
+    if ((rc = ek_attr_int(c, EK_ATTR_ACT_MAX, 0, 127, -128, 127, &v, e))) return rc;
+    p->hi = (int32_t)v;
+    if (p->lo > p->hi) return ek_bad(e, c, "act_min %d > act_max %d", p->lo, p->hi);
+    if ((rc = ek_attr_int(c, EK_ATTR_GROUP_SIZE, 0, 0, 0, p->Kg, &p->gs, e))) return rc;
+    if ((rc = ek_attr_int(c, EK_ATTR_ACC_FRAC_BITS, 0, 0, 0, 16, &p->frac, e))) return rc;
+    if ((p->gs > 0) != (p->ratio != NULL)) return ek_bad(e, c, "group_size and group_ratio come together");
+    if (p->gs > 0 && p->Kg % p->gs) return ek_bad(e, c, "group_size %lld does not divide K = %lld", (long long)p->gs, (long long)p->Kg);
+    p->ngr = p->gs > 0 ? p->Kg / p->gs : 1;
+    if ((rc = check_vector(p->bias, p->O, c, "bias", e)) || (rc = check_vector(p->mult, p->O, c, "multiplier", e)) ||
+        (rc = check_vector(p->shift, p->O, c, "shift", e)) ||
+        (rc = check_vector(p->wsum, p->O * p->ngr, c, "weight row sums", e)))
+        return rc;
+    if (p->ratio && (rc = check_vector(p->ratio, p->O * p->ngr, c, "group_ratio", e))) return rc;
+    if ((rc = ek_check_shifts(p->shift, c, e))) return rc;
+    if (p->w->packing != EK_PACK_NONE && !p->w->cdata) return ek_bad(e, c, "packed weights must be constant");
+    /* |x - zp|·|w| <= 255·128: K <= 2^16 keeps every int32 sum exact (the lowering never
+     * gets near it); ratios are Q16 in [0, 2^16] and row sums bounded by 128·K. */
+    if (p->Kg > 65536) return ek_bad(e, c, "reduction length %lld above 65536", (long long)p->Kg);
+    if (p->ratio && p->ratio->cdata)
+        for (int64_t i = 0; i < p->ratio->count; i++) {
+            int32_t v = ((const int32_t *)p->ratio->cdata)[i];
+            if (v < 0 || v > 65536) return ek_bad(e, c, "group_ratio[%lld] = %d outside [0, 2^16]", (long long)i, v);
+        }
+    if (p->wsum->cdata)
+        for (int64_t i = 0; i < p->wsum->count; i++) {
+            int32_t v = ((const int32_t *)p->wsum->cdata)[i];
+            if (v < -128 * p->Kg || v > 128 * p->Kg) return ek_bad(e, c, "weight row sum %d out of range", v);
+        }
+    p->pb = p->P < EK_BLOCK_ROWS ? p->P : EK_BLOCK_ROWS;
+    p->ocb = p->Og < EK_BLOCK_COLS ? p->Og : EK_BLOCK_COLS;
+    if (p->pb < 1) p->pb = 1;
+    if (p->ocb < 1) p->ocb = 1;
+    p->pblocks = (p->P + p->pb - 1) / p->pb;
+    p->oblocks = (p->Og + p->ocb - 1) / p->ocb;
+    size_t off = p->fc ? 0 : ek_align64((size_t)(p->pb * p->Kg));
+    p->off_c32 = off;
+    off += ek_align64((size_t)(p->pb * p->ocb) * 4);
+    p->off_w = off;
+    if (p->w->packing != EK_PACK_NONE) off += ek_align64((size_t)(p->ocb * p->Kg));
+    p->off_wide = off;
+    if (p->ratio) off += ek_align64((size_t)(p->pb * p->ocb) * 8);
+    c->scratch = p->depthwise ? ek_align64((size_t)(p->kh * p->kw)) : off;
+    return EK_STATUS_OK;
+}
+
+int ek_prepare_qconv2d(ek_model *m, ek_call *c, ek_err *e) {
+    int rc = ek_check_arity(c, 7, 7, 1, e);
+    if (rc) return rc;
+    qconv_params *p = calloc(1, sizeof *p);
+    if (!p) return ek_fail(e, EK_STATUS_NOMEM, "out of memory");
+    c->params = p;
+    if (!(p->x = ek_operand(m, c, 0, 0, EK_DT_INT8, 4, e)) || !(p->w = ek_operand(m, c, 0, 1, EK_DT_INT8, 4, e)) ||
+        !(p->y = ek_operand(m, c, 1, 0, EK_DT_INT8, 4, e)))
+        return EK_STATUS_INVALID;
+    int64_t s[2], d[2], pads[4];
+    if ((rc = ek_attr_ints(c, EK_ATTR_STRIDES, 2, 1, 1 << 16, s, e)) ||
+        (rc = ek_attr_ints(c, EK_ATTR_DILATIONS, 2, 1, 1 << 16, d, e)) ||
+        (rc = ek_attr_ints(c, EK_ATTR_PADS, 4, 0, 1 << 16, pads, e)) ||
+        (rc = ek_attr_int(c, EK_ATTR_GROUP, 0, 1, 1, 1 << 24, &p->G, e)))
+        return rc;
+    p->N = p->x->dims[0]; p->C = p->x->dims[1]; p->H = p->x->dims[2]; p->W = p->x->dims[3];
+    p->O = p->w->dims[0]; p->Cg = p->w->dims[1]; p->kh = p->w->dims[2]; p->kw = p->w->dims[3];
+    p->sh = s[0]; p->sw = s[1]; p->dh = d[0]; p->dw = d[1]; p->pt = pads[0]; p->pl = pads[1];
+    if (p->kh < 1 || p->kw < 1 || p->C != p->G * p->Cg || p->O % p->G)
+        return ek_bad(e, c, "weight [%lld, %lld, %lld, %lld] does not fit %lld input channels in %lld groups",
+                      (long long)p->O, (long long)p->Cg, (long long)p->kh, (long long)p->kw, (long long)p->C, (long long)p->G);
+    p->Og = p->O / p->G;
+    p->Kg = p->Cg * p->kh * p->kw;
+    p->Ho = out_size(p->H, pads[0] + pads[2], p->kh, p->sh, p->dh);
+    p->Wo = out_size(p->W, pads[1] + pads[3], p->kw, p->sw, p->dw);
+    const int64_t *yd = p->y->dims;
+    if (yd[0] != p->N || yd[1] != p->O || yd[2] != p->Ho || yd[3] != p->Wo)
+        return ek_bad(e, c, "output '%s' is [%lld, %lld, %lld, %lld], the convolution gives [%lld, %lld, %lld, %lld]",
+                      p->y->name, (long long)yd[0], (long long)yd[1], (long long)yd[2], (long long)yd[3],
+                      (long long)p->N, (long long)p->O, (long long)p->Ho, (long long)p->Wo);
+    p->P = p->Ho * p->Wo;
+    p->depthwise = p->Cg == 1 && p->Og == 1 && !ek_input(m, c, 5);
+    return prepare_common(m, c, p, e);
+}
+
+int ek_prepare_qfully_connected(ek_model *m, ek_call *c, ek_err *e) {
+    int rc = ek_check_arity(c, 7, 7, 1, e);
+    if (rc) return rc;
+    qconv_params *p = calloc(1, sizeof *p);
+    if (!p) return ek_fail(e, EK_STATUS_NOMEM, "out of memory");
+    c->params = p;
+    p->fc = 1;
+    if (!(p->x = ek_operand(m, c, 0, 0, EK_DT_INT8, -1, e)) || !(p->w = ek_operand(m, c, 0, 1, EK_DT_INT8, 2, e)) ||
+        !(p->y = ek_operand(m, c, 1, 0, EK_DT_INT8, -1, e)))
+        return EK_STATUS_INVALID;
+    int64_t K = p->w->dims[1];
+    p->O = p->Og = p->w->dims[0];
+    p->G = p->N = 1;
+    p->Kg = K;
+    if (p->x->rank < 1 || p->x->dims[p->x->rank - 1] != K || K < 1 || p->y->rank != p->x->rank)
+        return ek_bad(e, c, "input '%s' does not end in K = %lld, or the output rank differs", p->x->name, (long long)K);
+    for (int i = 0; i + 1 < p->x->rank; i++)
+        if (p->y->dims[i] != p->x->dims[i]) return ek_bad(e, c, "output leading dims differ from the input's");
+    if (p->y->dims[p->y->rank - 1] != p->O) return ek_bad(e, c, "output does not end in N = %lld", (long long)p->O);
+    p->P = p->x->count / K;
+    return prepare_common(m, c, p, e);
+}
+
+/* rows [p0, p0 + rows) of the im2col matrix of image n, group g: cols[r][(c, ky, kx)] */
+static void im2col(const qconv_params *p, const int8_t *x, int64_t n, int64_t g, int64_t p0, int64_t rows, int8_t *cols) {
+    const int8_t zx = (int8_t)p->zx;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t pix = p0 + r, oy = pix / p->Wo, ox = pix % p->Wo;
+        int8_t *dst = cols + r * p->Kg;
+        int64_t iy0 = oy * p->sh - p->pt, ix0 = ox * p->sw - p->pl;
+        for (int64_t ch = 0; ch < p->Cg; ch++) {
+            const int8_t *plane = x + ((n * p->C + g * p->Cg + ch) * p->H) * p->W;
+            for (int64_t ky = 0; ky < p->kh; ky++) {
+                int64_t iy = iy0 + ky * p->dh;
+                if (iy < 0 || iy >= p->H) {
+                    memset(dst, zx, (size_t)p->kw);
+                    dst += p->kw;
+                    continue;
+                }
+                const int8_t *row = plane + iy * p->W;
+                if (p->dw == 1 && ix0 >= 0 && ix0 + p->kw <= p->W) {
+                    memcpy(dst, row + ix0, (size_t)p->kw);
+                    dst += p->kw;
+                    continue;
+                }
+                for (int64_t kx = 0; kx < p->kw; kx++) {
+                    int64_t ix = ix0 + kx * p->dw;
+                    *dst++ = ix >= 0 && ix < p->W ? row[ix] : zx;
+                }
+            }
+        }
+    }
+}
+
+static void gemm_task(void *ctx, int64_t t, uint8_t *scratch) {
+    const qconv_run *r = ctx;
+    const qconv_params *p = r->p;
+    int64_t ob = t % p->oblocks;
+    t /= p->oblocks;
+    int64_t pbk = t % p->pblocks;
+    t /= p->pblocks;
+    int64_t g = t % p->G, n = t / p->G;
+    int64_t p0 = pbk * p->pb, rows = p->P - p0 < p->pb ? p->P - p0 : p->pb;
+    int64_t o0 = ob * p->ocb, on = p->Og - o0 < p->ocb ? p->Og - o0 : p->ocb;
+    int64_t obase = g * p->Og + o0; /* first global output channel */
+    const int8_t *a;
+    if (p->fc) {
+        a = r->x + p0 * p->Kg;
+    } else {
+        im2col(p, r->x, n, g, p0, rows, (int8_t *)scratch);
+        a = (const int8_t *)scratch;
+    }
+    const int8_t *b;
+    if (p->w->packing != EK_PACK_NONE) {
+        int8_t *wbuf = (int8_t *)(scratch + p->off_w);
+        ek_unpack_int8(p->w, r->w, obase * p->Kg, on * p->Kg, wbuf);
+        b = wbuf;
+    } else {
+        b = (const int8_t *)r->w + obase * p->Kg;
+    }
+    int32_t *c32 = (int32_t *)(scratch + p->off_c32);
+    const int64_t zx = p->zx;
+    int64_t *wide = (int64_t *)(scratch + p->off_wide);
+    if (p->ratio) {
+        memset(wide, 0, (size_t)(rows * on) * 8);
+        for (int64_t j = 0; j < p->ngr; j++) {
+            r->gemm((int)rows, (int)on, (int)p->gs, a + j * p->gs, (int)p->Kg, b + j * p->gs, (int)p->Kg, c32, (int)on);
+            for (int64_t i = 0; i < rows; i++)
+                for (int64_t o = 0; o < on; o++) {
+                    int64_t k = (obase + o) * p->ngr + j;
+                    wide[i * on + o] += (int64_t)r->ratio[k] * ((int64_t)c32[i * on + o] - zx * r->wsum[k]);
+                }
+        }
+    } else {
+        r->gemm((int)rows, (int)on, (int)p->Kg, a, (int)p->Kg, b, (int)p->Kg, c32, (int)on);
+    }
+    for (int64_t o = 0; o < on; o++) {
+        int64_t og = obase + o;
+        int32_t mlt = r->mult[og], sft = r->shift[og];
+        int64_t bias = r->bias[og];
+        int64_t fold = zx * r->wsum[og];
+        for (int64_t i = 0; i < rows; i++) {
+            int64_t acc;
+            if (p->ratio) acc = ek_rshift_round(wide[i * on + o], 16 - (int)p->frac) + bias * ((int64_t)1 << p->frac);
+            else acc = (int64_t)c32[i * on + o] - fold + bias;
+            int8_t q = ek_requantize(acc, mlt, sft, p->zy, p->lo, p->hi);
+            if (p->fc) r->y[(p0 + i) * p->O + og] = q;
+            else r->y[(n * p->O + og) * p->P + p0 + i] = q;
+        }
+    }
+}
+
+static void depthwise_task(void *ctx, int64_t t, uint8_t *scratch) {
+    const qconv_run *r = ctx;
+    const qconv_params *p = r->p;
+    int64_t ch = t % p->C;
+    const int8_t *plane = r->x + t * p->H * p->W;
+    int8_t *out = r->y + t * p->P;
+    int8_t *w = (int8_t *)scratch;
+    ek_unpack_int8(p->w, r->w, ch * p->kh * p->kw, p->kh * p->kw, w);
+    const int32_t mlt = r->mult[ch], sft = r->shift[ch], zx = p->zx;
+    const int64_t bias = r->bias[ch];
+    for (int64_t oy = 0; oy < p->Ho; oy++) {
+        int64_t iy0 = oy * p->sh - p->pt;
+        for (int64_t ox = 0; ox < p->Wo; ox++) {
+            int64_t ix0 = ox * p->sw - p->pl;
+            int32_t acc = 0;
+            for (int64_t ky = 0; ky < p->kh; ky++) {
+                int64_t iy = iy0 + ky * p->dh;
+                if (iy < 0 || iy >= p->H) continue;
+                const int8_t *row = plane + iy * p->W;
+                const int8_t *wr = w + ky * p->kw;
+                for (int64_t kx = 0; kx < p->kw; kx++) {
+                    int64_t ix = ix0 + kx * p->dw;
+                    if (ix >= 0 && ix < p->W) acc += ((int32_t)row[ix] - zx) * wr[kx];
+                }
+            }
+            out[oy * p->Wo + ox] = ek_requantize((int64_t)acc + bias, mlt, sft, p->zy, p->lo, p->hi);
+        }
+    }
+}
+
+int ek_run_qconv(ek_model *m, const ek_call *c, ek_err *e) {
+    (void)e;
+    const qconv_params *p = c->params;
+    qconv_run r = {p, m->gemm_s8, ek_data(m, p->x), ek_data(m, p->w), ek_data(m, p->bias), ek_data(m, p->mult),
+                   ek_data(m, p->shift), p->ratio ? ek_data(m, p->ratio) : NULL, ek_data(m, p->wsum), ek_data(m, p->y)};
+    if (p->y->count == 0) return EK_STATUS_OK;
+    if (p->depthwise) ek_parallel(m, p->N * p->C, depthwise_task, &r);
+    else ek_parallel(m, p->N * p->G * p->pblocks * p->oblocks, gemm_task, &r);
+    return EK_STATUS_OK;
+}

@@ -1,0 +1,125 @@
+/*
+ * QConvTranspose2D (compiler/integer_kernels.py): every input pixel scatters
+ * (x − zp)·w[c, o', ky, kx] into output (i·sh − pt + ky·dh, j·sw − pl + kx·dw) when inside.
+ * With per-input-channel weight scales, each input channel is first weighted by its Q16
+ * channel_ratio and the sum is shifted back by 16 − F.  A task is one output plane (n, o),
+ * accumulated in int64 scratch, so tasks never write the same memory.
+ */
+#include <string.h>
+
+#include "../ek_internal.h"
+#include "ek_requant.h"
+
+typedef struct {
+    const ek_tensor *x, *w, *bias, *mult, *shift, *ratio, *y;
+    int64_t N, C, H, W, O, Og, Cg, G, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, frac;
+    int32_t zx, zy, lo, hi;
+} qconvt_params;
+
+typedef struct {
+    const qconvt_params *p;
+    const int8_t *x;
+    const uint8_t *w;
+    const int32_t *bias, *mult, *shift, *ratio;
+    int8_t *y;
+} qconvt_run;
+
+int ek_prepare_qconv_transpose2d(ek_model *m, ek_call *c, ek_err *e) {
+    int rc = ek_check_arity(c, 5, 6, 1, e);
+    if (rc) return rc;
+    qconvt_params *p = calloc(1, sizeof *p);
+    if (!p) return ek_fail(e, EK_STATUS_NOMEM, "out of memory");
+    c->params = p;
+    if (!(p->x = ek_operand(m, c, 0, 0, EK_DT_INT8, 4, e)) || !(p->w = ek_operand(m, c, 0, 1, EK_DT_INT8, 4, e)) ||
+        !(p->bias = ek_operand(m, c, 0, 2, EK_DT_INT32, -1, e)) || !(p->mult = ek_operand(m, c, 0, 3, EK_DT_INT32, -1, e)) ||
+        !(p->shift = ek_operand(m, c, 0, 4, EK_DT_INT32, -1, e)) || !(p->y = ek_operand(m, c, 1, 0, EK_DT_INT8, 4, e)))
+        return EK_STATUS_INVALID;
+    p->ratio = ek_input(m, c, 5);
+    int64_t s[2], d[2], pads[4], op[2] = {0, 0}, v;
+    if ((rc = ek_attr_ints(c, EK_ATTR_STRIDES, 2, 1, 1 << 16, s, e)) ||
+        (rc = ek_attr_ints(c, EK_ATTR_DILATIONS, 2, 1, 1 << 16, d, e)) ||
+        (rc = ek_attr_ints(c, EK_ATTR_PADS, 4, 0, 1 << 16, pads, e)) ||
+        (rc = ek_attr_int(c, EK_ATTR_GROUP, 0, 1, 1, 1 << 24, &p->G, e)) ||
+        (rc = ek_attr_int(c, EK_ATTR_ACC_FRAC_BITS, 0, 0, 0, 16, &p->frac, e)))
+        return rc;
+    if (ek_attr_find(c, EK_ATTR_OUTPUT_PADDING) && (rc = ek_attr_ints(c, EK_ATTR_OUTPUT_PADDING, 2, 0, 1 << 16, op, e)))
+        return rc;
+    if ((rc = ek_attr_int(c, EK_ATTR_INPUT_ZP, 1, 0, -128, 127, &v, e))) return rc;
+    p->zx = (int32_t)v;
+    if ((rc = ek_attr_int(c, EK_ATTR_OUTPUT_ZP, 1, 0, -128, 127, &v, e))) return rc;
+    p->zy = (int32_t)v;
+    if ((rc = ek_attr_int(c, EK_ATTR_ACT_MIN, 0, -128, -128, 127, &v, e))) return rc;
+    p->lo = (int32_t)v;
+    if ((rc = ek_attr_int(c, EK_ATTR_ACT_MAX, 0, 127, -128, 127, &v, e))) return rc;
+    p->hi = (int32_t)v;
+    p->N = p->x->dims[0]; p->C = p->x->dims[1]; p->H = p->x->dims[2]; p->W = p->x->dims[3];
+    p->Og = p->w->dims[1]; p->kh = p->w->dims[2]; p->kw = p->w->dims[3];
+    p->sh = s[0]; p->sw = s[1]; p->dh = d[0]; p->dw = d[1]; p->pt = pads[0]; p->pl = pads[1];
+    if (p->w->dims[0] != p->C || p->C % p->G || p->kh < 1 || p->kw < 1)
+        return ek_bad(e, c, "weight does not fit %lld input channels in %lld groups", (long long)p->C, (long long)p->G);
+    if (p->C * p->kh * p->kw > 65536) return ek_bad(e, c, "reduction longer than 65536");
+    p->Cg = p->C / p->G;
+    p->O = p->Og * p->G;
+    p->Ho = p->sh * (p->H - 1) + op[0] + p->dh * (p->kh - 1) + 1 - pads[0] - pads[2];
+    p->Wo = p->sw * (p->W - 1) + op[1] + p->dw * (p->kw - 1) + 1 - pads[1] - pads[3];
+    const int64_t *yd = p->y->dims;
+    if (yd[0] != p->N || yd[1] != p->O || yd[2] != p->Ho || yd[3] != p->Wo)
+        return ek_bad(e, c, "output '%s' does not have the transposed convolution's shape", p->y->name);
+    if (p->bias->count != p->O || p->mult->count != p->O || p->shift->count != p->O)
+        return ek_bad(e, c, "bias, multiplier and shift need %lld values", (long long)p->O);
+    if ((rc = ek_check_shifts(p->shift, c, e))) return rc;
+    if (p->ratio) {
+        if (p->ratio->dtype != EK_DT_INT32 || p->ratio->count != p->C || !p->ratio->cdata)
+            return ek_bad(e, c, "channel_ratio must be an int32 constant of %lld values", (long long)p->C);
+        for (int64_t i = 0; i < p->C; i++) {
+            int32_t r = ((const int32_t *)p->ratio->cdata)[i];
+            if (r < 0 || r > 65536) return ek_bad(e, c, "channel_ratio[%lld] = %d outside [0, 2^16]", (long long)i, r);
+        }
+    }
+    c->scratch = ek_align64((size_t)(p->Ho * p->Wo) * 8) + ek_align64((size_t)(p->kh * p->kw));
+    return EK_STATUS_OK;
+}
+
+static void task(void *ctx, int64_t t, uint8_t *scratch) {
+    const qconvt_run *r = ctx;
+    const qconvt_params *p = r->p;
+    int64_t o = t % p->O, n = t / p->O, g = o / p->Og, oo = o % p->Og;
+    int64_t plane = p->Ho * p->Wo, kk = p->kh * p->kw;
+    int64_t *acc = (int64_t *)scratch;
+    int8_t *w = (int8_t *)(scratch + ek_align64((size_t)plane * 8));
+    memset(acc, 0, (size_t)plane * 8);
+    for (int64_t ci = 0; ci < p->Cg; ci++) {
+        int64_t ch = g * p->Cg + ci;
+        ek_unpack_int8(p->w, r->w, (ch * p->Og + oo) * kk, kk, w);
+        int64_t scale = r->ratio ? r->ratio[ch] : 1;
+        const int8_t *x = r->x + (n * p->C + ch) * p->H * p->W;
+        for (int64_t i = 0; i < p->H; i++)
+            for (int64_t j = 0; j < p->W; j++) {
+                int64_t v = ((int64_t)x[i * p->W + j] - p->zx) * scale;
+                for (int64_t ky = 0; ky < p->kh; ky++) {
+                    int64_t oy = i * p->sh - p->pt + ky * p->dh;
+                    if (oy < 0 || oy >= p->Ho) continue;
+                    for (int64_t kx = 0; kx < p->kw; kx++) {
+                        int64_t ox = j * p->sw - p->pl + kx * p->dw;
+                        if (ox >= 0 && ox < p->Wo) acc[oy * p->Wo + ox] += v * w[ky * p->kw + kx];
+                    }
+                }
+            }
+    }
+    int8_t *y = r->y + (n * p->O + o) * plane;
+    int64_t bias = (int64_t)r->bias[o] * ((int64_t)1 << p->frac);
+    for (int64_t k = 0; k < plane; k++) {
+        int64_t a = r->ratio ? ek_rshift_round(acc[k], 16 - (int)p->frac) : acc[k];
+        y[k] = ek_requantize(a + bias, r->mult[o], r->shift[o], p->zy, p->lo, p->hi);
+    }
+}
+
+int ek_run_qconv_transpose2d(ek_model *m, const ek_call *c, ek_err *e) {
+    (void)e;
+    const qconvt_params *p = c->params;
+    if (p->y->count == 0) return EK_STATUS_OK;
+    qconvt_run r = {p, ek_data(m, p->x), ek_data(m, p->w), ek_data(m, p->bias), ek_data(m, p->mult),
+                    ek_data(m, p->shift), p->ratio ? ek_data(m, p->ratio) : NULL, ek_data(m, p->y)};
+    ek_parallel(m, p->N * p->O, task, &r);
+    return EK_STATUS_OK;
+}

@@ -1,0 +1,255 @@
+/*
+ * Elementwise integer kernels (compiler/integer_kernels.py): QAdd (TFLite's scheme: both
+ * inputs rescaled to a common 2^-left_shift grid, then requantized), QMul, QRequantize,
+ * QLookupTable, and the float boundaries Quantize, Dequantize and DequantizeWeight.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "../ek_internal.h"
+#include "ek_broadcast.h"
+#include "ek_requant.h"
+
+typedef struct {
+    const ek_tensor *a, *b, *y;
+    ek_bcast bc;
+    int32_t za, zb, zy, lo, hi, ma, sa, mb, sb, m, s, left, subtract;
+    int mul;
+} qbinary_params;
+
+typedef struct {
+    const qbinary_params *p;
+    const int8_t *a, *b;
+    int8_t *y;
+} qbinary_run;
+
+static int get_i32(const ek_call *c, int key, int required, int64_t def, int64_t lo, int64_t hi, int32_t *out, ek_err *e) {
+    int64_t v;
+    int rc = ek_attr_int(c, key, required, def, lo, hi, &v, e);
+    *out = (int32_t)v;
+    return rc;
+}
+
+static int prepare_qbinary(ek_model *m, ek_call *c, ek_err *e, int mul) {
+    int rc = ek_check_arity(c, 2, 2, 1, e);
+    if (rc) return rc;
+    qbinary_params *p = calloc(1, sizeof *p);
+    if (!p) return ek_fail(e, EK_STATUS_NOMEM, "out of memory");
+    c->params = p;
+    p->mul = mul;
+    if (!(p->a = ek_operand(m, c, 0, 0, EK_DT_INT8, -1, e)) || !(p->b = ek_operand(m, c, 0, 1, EK_DT_INT8, -1, e)) ||
+        !(p->y = ek_operand(m, c, 1, 0, EK_DT_INT8, -1, e)))
+        return EK_STATUS_INVALID;
+    const ek_tensor *ops[2] = {p->a, p->b};
+    if (!ek_bcast_init(&p->bc, p->y, 2, ops)) return ek_bad(e, c, "inputs do not broadcast to the output's shape");
+    if ((rc = get_i32(c, EK_ATTR_A_ZP, 1, 0, -128, 127, &p->za, e)) || (rc = get_i32(c, EK_ATTR_B_ZP, 1, 0, -128, 127, &p->zb, e)) ||
+        (rc = get_i32(c, EK_ATTR_OUTPUT_ZP, 1, 0, -128, 127, &p->zy, e)) ||
+        (rc = get_i32(c, EK_ATTR_MULTIPLIER, 1, 0, 0, INT32_MAX, &p->m, e)) ||
+        (rc = get_i32(c, EK_ATTR_SHIFT, 1, 0, -30, 31, &p->s, e)) ||
+        (rc = get_i32(c, EK_ATTR_ACT_MIN, 0, -128, -128, 127, &p->lo, e)) ||
+        (rc = get_i32(c, EK_ATTR_ACT_MAX, 0, 127, -128, 127, &p->hi, e)))
+        return rc;
+    if (!mul && ((rc = get_i32(c, EK_ATTR_A_MULTIPLIER, 1, 0, 0, INT32_MAX, &p->ma, e)) ||
+                 (rc = get_i32(c, EK_ATTR_A_SHIFT, 1, 0, -30, 31, &p->sa, e)) ||
+                 (rc = get_i32(c, EK_ATTR_B_MULTIPLIER, 1, 0, 0, INT32_MAX, &p->mb, e)) ||
+                 (rc = get_i32(c, EK_ATTR_B_SHIFT, 1, 0, -30, 31, &p->sb, e)) ||
+                 (rc = get_i32(c, EK_ATTR_LEFT_SHIFT, 1, 0, 0, 24, &p->left, e)) ||
+                 (rc = get_i32(c, EK_ATTR_SUBTRACT, 0, 0, 0, 1, &p->subtract, e))))
+        return rc;
+    return EK_STATUS_OK;
+}
+
+int ek_prepare_qadd(ek_model *m, ek_call *c, ek_err *e) { return prepare_qbinary(m, c, e, 0); }
+int ek_prepare_qmul(ek_model *m, ek_call *c, ek_err *e) { return prepare_qbinary(m, c, e, 1); }
+
+static void qadd_row(void *ctx, const int64_t *off, const int64_t *step, int64_t yoff, int64_t n) {
+    const qbinary_run *r = ctx;
+    const qbinary_params *p = r->p;
+    const int8_t *a = r->a + off[0], *b = r->b + off[1];
+    int8_t *y = r->y + yoff;
+    const int64_t left = (int64_t)1 << p->left;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t va = ek_rescale(((int64_t)a[i * step[0]] - p->za) * left, p->ma, p->sa);
+        int64_t vb = ek_rescale(((int64_t)b[i * step[1]] - p->zb) * left, p->mb, p->sb);
+        y[i] = ek_requantize(p->subtract ? va - vb : va + vb, p->m, p->s, p->zy, p->lo, p->hi);
+    }
+}
+
+static void qmul_row(void *ctx, const int64_t *off, const int64_t *step, int64_t yoff, int64_t n) {
+    const qbinary_run *r = ctx;
+    const qbinary_params *p = r->p;
+    const int8_t *a = r->a + off[0], *b = r->b + off[1];
+    int8_t *y = r->y + yoff;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t acc = ((int64_t)a[i * step[0]] - p->za) * ((int64_t)b[i * step[1]] - p->zb);
+        y[i] = ek_requantize(acc, p->m, p->s, p->zy, p->lo, p->hi);
+    }
+}
+
+int ek_run_qbinary(ek_model *m, const ek_call *c, ek_err *e) {
+    (void)e;
+    const qbinary_params *p = c->params;
+    if (p->y->count == 0) return EK_STATUS_OK;
+    qbinary_run r = {p, ek_data(m, p->a), ek_data(m, p->b), ek_data(m, p->y)};
+    ek_bcast_run(&p->bc, p->mul ? qmul_row : qadd_row, &r);
+    return EK_STATUS_OK;
+}
+
+/* -- unary: QRequantize, QLookupTable, Quantize, Dequantize ----------------------------- */
+typedef struct {
+    const ek_tensor *x, *table, *y;
+    int32_t zx, zy, m, s;
+    float scale;
+} qunary_params;
+
+static int prepare_unary(ek_model *m, ek_call *c, ek_err *e, int in_dt, int out_dt, int n_in, qunary_params **out) {
+    int rc = ek_check_arity(c, n_in, n_in, 1, e);
+    if (rc) return rc;
+    qunary_params *p = calloc(1, sizeof *p);
+    if (!p) return ek_fail(e, EK_STATUS_NOMEM, "out of memory");
+    c->params = p;
+    if (!(p->x = ek_operand(m, c, 0, 0, in_dt, -1, e)) || !(p->y = ek_operand(m, c, 1, 0, out_dt, -1, e)))
+        return EK_STATUS_INVALID;
+    if (p->x->count != p->y->count) return ek_bad(e, c, "input and output sizes differ");
+    *out = p;
+    return EK_STATUS_OK;
+}
+
+int ek_prepare_qrequantize(ek_model *m, ek_call *c, ek_err *e) {
+    qunary_params *p;
+    int rc = prepare_unary(m, c, e, EK_DT_INT8, EK_DT_INT8, 1, &p);
+    if (rc) return rc;
+    if ((rc = get_i32(c, EK_ATTR_INPUT_ZP, 1, 0, -128, 127, &p->zx, e)) ||
+        (rc = get_i32(c, EK_ATTR_OUTPUT_ZP, 1, 0, -128, 127, &p->zy, e)) ||
+        (rc = get_i32(c, EK_ATTR_MULTIPLIER, 1, 0, 0, INT32_MAX, &p->m, e)) ||
+        (rc = get_i32(c, EK_ATTR_SHIFT, 1, 0, -30, 31, &p->s, e)))
+        return rc;
+    return EK_STATUS_OK;
+}
+
+int ek_run_qrequantize(ek_model *m, const ek_call *c, ek_err *e) {
+    (void)e;
+    const qunary_params *p = c->params;
+    const int8_t *x = ek_data(m, p->x);
+    int8_t *y = ek_data(m, p->y);
+    for (int64_t i = 0; i < p->x->count; i++)
+        y[i] = ek_requantize((int64_t)x[i] - p->zx, p->m, p->s, p->zy, -128, 127);
+    return EK_STATUS_OK;
+}
+
+int ek_prepare_qlookup_table(ek_model *m, ek_call *c, ek_err *e) {
+    qunary_params *p;
+    int rc = prepare_unary(m, c, e, EK_DT_INT8, EK_DT_INT8, 2, &p);
+    if (rc) return rc;
+    if (!(p->table = ek_operand(m, c, 0, 1, EK_DT_INT8, -1, e))) return EK_STATUS_INVALID;
+    if (p->table->count != 256 || p->table->packing != EK_PACK_NONE)
+        return ek_bad(e, c, "table must hold 256 plain int8 values");
+    return EK_STATUS_OK;
+}
+
+int ek_run_qlookup_table(ek_model *m, const ek_call *c, ek_err *e) {
+    (void)e;
+    const qunary_params *p = c->params;
+    const int8_t *x = ek_data(m, p->x), *table = ek_data(m, p->table);
+    int8_t *y = ek_data(m, p->y);
+    for (int64_t i = 0; i < p->x->count; i++) y[i] = table[x[i] + 128];
+    return EK_STATUS_OK;
+}
+
+static int quant_attrs(const ek_call *c, qunary_params *p, ek_err *e) {
+    double scale;
+    int rc = ek_attr_float(c, EK_ATTR_SCALE, 1, 0.0, &scale, e);
+    if (rc) return rc;
+    p->scale = (float)scale;
+    if (!(p->scale > 0.0f) || isinf(p->scale)) return ek_bad(e, c, "scale %g is not a positive finite float", scale);
+    return get_i32(c, EK_ATTR_ZERO_POINT, 1, 0, -128, 127, &p->zy, e);
+}
+
+int ek_prepare_quantize(ek_model *m, ek_call *c, ek_err *e) {
+    qunary_params *p;
+    int rc = prepare_unary(m, c, e, EK_DT_FLOAT32, EK_DT_INT8, 1, &p);
+    return rc ? rc : quant_attrs(c, p, e);
+}
+
+int ek_run_quantize(ek_model *m, const ek_call *c, ek_err *e) {
+    (void)e;
+    const qunary_params *p = c->params;
+    const float *x = ek_data(m, p->x);
+    int8_t *y = ek_data(m, p->y);
+    /* QuantizeLinear: float32 division, round half to even (rintf in the default mode). */
+    for (int64_t i = 0; i < p->x->count; i++) {
+        float v = rintf(x[i] / p->scale) + (float)p->zy;
+        y[i] = v != v ? (int8_t)0 : v <= -128.0f ? (int8_t)-128 : v >= 127.0f ? (int8_t)127 : (int8_t)v;
+    }
+    return EK_STATUS_OK;
+}
+
+int ek_prepare_dequantize(ek_model *m, ek_call *c, ek_err *e) {
+    qunary_params *p;
+    int rc = prepare_unary(m, c, e, EK_DT_INT8, EK_DT_FLOAT32, 1, &p);
+    return rc ? rc : quant_attrs(c, p, e);
+}
+
+int ek_run_dequantize(ek_model *m, const ek_call *c, ek_err *e) {
+    (void)e;
+    const qunary_params *p = c->params;
+    const int8_t *x = ek_data(m, p->x);
+    float *y = ek_data(m, p->y);
+    for (int64_t i = 0; i < p->x->count; i++) y[i] = (float)((int32_t)x[i] - p->zy) * p->scale;
+    return EK_STATUS_OK;
+}
+
+/* -- DequantizeWeight -------------------------------------------------------------------- */
+typedef struct {
+    const ek_tensor *w, *scale, *y;
+    int64_t rows, cols, gs;
+    int transpose;
+} dqw_params;
+
+int ek_prepare_dequantize_weight(ek_model *m, ek_call *c, ek_err *e) {
+    int rc = ek_check_arity(c, 2, 2, 1, e);
+    if (rc) return rc;
+    dqw_params *p = calloc(1, sizeof *p);
+    if (!p) return ek_fail(e, EK_STATUS_NOMEM, "out of memory");
+    c->params = p;
+    if (!(p->w = ek_operand(m, c, 0, 0, EK_DT_INT8, -1, e)) || !(p->scale = ek_operand(m, c, 0, 1, EK_DT_FLOAT32, -1, e)) ||
+        !(p->y = ek_operand(m, c, 1, 0, EK_DT_FLOAT32, -1, e)))
+        return EK_STATUS_INVALID;
+    int64_t t;
+    if ((rc = ek_attr_int(c, EK_ATTR_GROUP_SIZE, 0, 0, 0, EK_MAX_ELEMENTS, &p->gs, e)) ||
+        (rc = ek_attr_int(c, EK_ATTR_TRANSPOSE, 0, 0, 0, 1, &t, e)))
+        return rc;
+    p->transpose = (int)t;
+    if (p->w->rank < 1 || p->w->dims[0] < 1) return ek_bad(e, c, "weight needs a leading output axis");
+    p->rows = p->w->dims[0];
+    p->cols = p->w->count / p->rows;
+    if (p->y->count != p->w->count) return ek_bad(e, c, "output size differs from the weight's");
+    if (p->transpose && (p->w->rank != 2 || p->y->rank != 2 || p->y->dims[0] != p->cols))
+        return ek_bad(e, c, "transpose needs a 2-D weight and its transposed output");
+    if (p->gs > 0 && (p->cols % p->gs || p->scale->count != p->rows * (p->cols / p->gs)))
+        return ek_bad(e, c, "group scales do not fit the weight");
+    if (p->gs == 0 && p->scale->count != p->rows) return ek_bad(e, c, "needs one scale per output channel");
+    return EK_STATUS_OK;
+}
+
+int ek_run_dequantize_weight(ek_model *m, const ek_call *c, ek_err *e) {
+    (void)e;
+    const dqw_params *p = c->params;
+    const uint8_t *w = ek_data(m, p->w);
+    const float *s = ek_data(m, p->scale);
+    float *y = ek_data(m, p->y);
+    int8_t q[256];
+    for (int64_t o = 0; o < p->rows; o++)
+        for (int64_t k0 = 0; k0 < p->cols; k0 += 256) {
+            int64_t n = p->cols - k0 < 256 ? p->cols - k0 : 256;
+            ek_unpack_int8(p->w, w, o * p->cols + k0, n, q);
+            for (int64_t i = 0; i < n; i++) {
+                int64_t k = k0 + i;
+                float sc = p->gs ? s[o * (p->cols / p->gs) + k / p->gs] : s[o];
+                float v = (float)q[i] * sc;
+                if (p->transpose) y[k * p->rows + o] = v;
+                else y[o * p->cols + k] = v;
+            }
+        }
+    return EK_STATUS_OK;
+}
