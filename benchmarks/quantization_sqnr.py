@@ -22,7 +22,7 @@ trained models, distinct seeds elsewhere), SQNR in dB over all outputs:
 The best configurations are picked on the evaluation inputs themselves, for both tools alike
 (an oracle choice, so "best" is an upper bound for both).
 
-Cost (unless --no-cost): each tool's whole quantizing call (edgekiln: compile_model, which
+Cost (unless --no-cost; for --cost-methods, default minmax and entropy): each tool's whole quantizing call (edgekiln: compile_model, which
 also optimizes and lowers to the integer program; ORT: quantize_static, its calibration
 included, pre-processing excluded) in a fresh subprocess pinned to one core with `taskset`,
 calibration data already in memory, so both run single-threaded on the same data:
@@ -101,8 +101,8 @@ def ort_quantize(source: Path, target: Path, calib: list, method: str) -> None:
         def get_next(self):
             return next(self.items, None)
 
-    # quantize_static prints its histogram settings and logs a warning per 1-D weight (LayerNorm / BatchNorm
-    # scales it declines to quantize per channel): progress noise, not results.
+    # quantize_static prints its histogram settings, and warns for every 1-D weight (a LayerNorm or
+    # BatchNorm scale) that has no axis 1 to quantize per channel along: noise here, not results.
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
@@ -280,8 +280,13 @@ def measure(name: str, calib_count: int, eval_count: int, cost: bool = True, edg
     with tempfile.TemporaryDirectory(prefix="ek-sqnr-") as tmp:
         folder = Path(tmp)
         source, prep_note = prepare_for_ort(name, folder)
+        clock = time.perf_counter()
         ek = edgekiln_grid(name, calib, scorer, edgekiln_methods, progress, task)
+        seconds = {"edgekiln_grid": time.perf_counter() - clock}
+        clock = time.perf_counter()
         ort_rows = ort_grid(name, calib, scorer, source, folder, ort_methods, progress, task)
+        seconds["ort_grid"] = time.perf_counter() - clock
+        clock = time.perf_counter()
         costs = {}
         if cost:
             calib_file = folder / "calib.npz"
@@ -294,12 +299,13 @@ def measure(name: str, calib_count: int, eval_count: int, cost: bool = True, edg
                                                                     calib_file, folder)
                 if progress is not None:
                     progress.advance(task)
+        seconds["cost"] = time.perf_counter() - clock
     default_ek = next(r for r in ek if r["config"] == "minmax")
     default_ort = next(r for r in ort_rows if r["config"] == "MinMax")
     return {"model": name, "calib_samples": len(calib), "eval_samples": len(feeds), "ort_input": prep_note,
             "edgekiln_default": default_ek, "edgekiln_best": _best(ek, "sqnr_integer"),
             "ort_default": default_ort, "ort_best": _best(ort_rows, "sqnr_run"),
-            "edgekiln_grid": ek, "ort_grid": ort_rows, "cost": costs}
+            "edgekiln_grid": ek, "ort_grid": ort_rows, "cost": costs, "benchmark_seconds": seconds}
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -358,6 +364,8 @@ def main() -> None:
     parser.add_argument("--eval", type=int, default=None,
                         help="evaluation samples (default: 200 held-out images for the trained models, 8 otherwise)")
     parser.add_argument("--no-cost", action="store_true", help="skip the time / memory subprocesses")
+    parser.add_argument("--cost-methods", default="minmax,entropy",
+                        help=f"calibration methods whose cost is measured, of {','.join(COST_METHODS)}")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -373,7 +381,8 @@ def main() -> None:
             trained = name in TRAINED_MODELS
             calib = args.calib or (128 if trained else 16)
             count = args.eval or (200 if trained else 8)
-            rows.append(measure(name, calib, count, cost=not args.no_cost, progress=progress))
+            rows.append(measure(name, calib, count, cost=not args.no_cost, progress=progress,
+                                cost_methods=tuple(args.cost_methods.split(","))))
     console = Console(width=200)
     console.print(render(rows))
     if not args.no_cost:

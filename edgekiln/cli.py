@@ -107,7 +107,8 @@ def quant_options(command):
         click.option("--weights", "weight_rules", multiple=True, metavar="PATTERN:PRECISION",
                      help="Per-layer precision by node/weight name glob or op:Type, e.g. 'blocks.*:int4:g64' "
                           "(repeatable)."),
-        click.option("--keep-float", multiple=True, metavar="PATTERN", help="Leave these layers in float (repeatable)."),
+        click.option("--keep-float", multiple=True, metavar="PATTERN",
+                     help="Leave these layers in float (repeatable)."),
         click.option("--quant-config", type=click.Path(path_type=Path), help="YAML file with the same rules."),
         click.option("--weight-method", type=click.Choice(["minmax", "mse"]), default="minmax", show_default=True,
                      help="Weight clipping: max|w|, or the clip that minimizes weight MSE."),
@@ -232,20 +233,23 @@ def quant_report(model: Path, output: Path | None, target_name: str, input_shape
 
 
 def _print_quant_report(report, output: Path) -> None:
+    from rich import box
     from rich.table import Table
 
     from edgekiln.quantization.report_writer import format_db
 
-    table = Table(title=f"worst layers of {report.model} ({report.quant})", title_justify="left")
-    for column in ("layer", "op", "precision"):
-        table.add_column(column, overflow="fold")
-    for column in ("alone → output dB", "noise share", "layer-wise dB", "accumulated dB"):
-        table.add_column(column, justify="right")
+    table = Table(title=f"worst layers of {report.model} ({report.quant})", title_justify="left", box=box.SIMPLE)
+    table.add_column("layer", overflow="fold", ratio=1)
+    table.add_column("op", overflow="fold")
+    for column in ("alone dB", "share", "layer dB", "accum dB"):
+        table.add_column(column, justify="right", no_wrap=True)
     for layer in report.worst_layers(10):
-        share = f"{layer.noise_share:.0%}" if layer.noise_share is not None else "-"
-        table.add_row(layer.name, layer.op_type, layer.precision, format_db(layer.sensitivity_db), share,
+        share = f"{layer.noise_share:.0%}" if layer.noise_share is not None else "–"
+        table.add_row(layer.name, layer.op_type, format_db(layer.sensitivity_db), share,
                       format_db(layer.sqnr_layerwise_db), format_db(layer.sqnr_accumulated_db))
     console.print(table)
+    console.print("alone: output SQNR with only that layer quantized; share: its part of the output noise; "
+                  "layer: its own error (float inputs); accum: error carried to its output", soft_wrap=True)
     calibration = report.calibration
     held = "held out" if calibration["held_out"] else "also used for calibration"
     console.print(f"output SQNR {format_db(report.output_sqnr_db)} dB on {calibration['eval_samples']} sample(s) "

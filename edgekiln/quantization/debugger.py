@@ -32,7 +32,8 @@ clamped to ±100 dB (100 dB: no measurable error).  Each 6 dB is one bit of reso
                      per-channel max|x| of 4-D outputs.
     fix              keep the most sensitive layers in float, greedily in order of S_i, until K
                      are kept (`auto_keep_float`) or the output SQNR reaches `target_sqnr`;
-                     the output SQNR is measured after every step.
+                     the output SQNR is measured at every step and a layer whose float
+                     version does not raise it is not kept (quantization errors can cancel).
 
 Evaluation samples are held out of calibration when there are enough (at least twice
 `eval_samples`); otherwise the first samples are used and the report says so.
@@ -145,7 +146,8 @@ class Suggestion:
 class FixStep:
     layer: str
     pattern: str
-    output_sqnr_db: float
+    output_sqnr_db: float               # with this layer (and those kept before it) in float
+    kept: bool                          # it raised the output SQNR, so the fix keeps it
 
 
 @dataclass
@@ -251,7 +253,7 @@ def recommend_keep_float(model: str | Path | onnx.ModelProto, quantization: Quan
     output SQNR needs to reach `target_sqnr` dB; pass them on to compile:
 
         patterns = recommend_keep_float("m.onnx", options, target_sqnr=30)
-        compile_model("m.onnx", quantization=replace(options, keep_float=options.keep_float + tuple(patterns)))
+        compile_model("m.onnx", quantization=with_keep_float(options, patterns))
     """
     if count is None and target_sqnr is None:
         raise OptionError("recommend_keep_float needs count=K or target_sqnr=DB")
@@ -549,14 +551,17 @@ class _Setup:
         for layer in chosen:
             layer.noise_share = powers[layer.name] / total if total > 0 else 0.0
         weighted = sum(1 for l in candidates if l.weight is not None)
+        capped = len(chosen) < len(candidates)
+        note = (f"sensitivity measured for {len(chosen)} of {len(candidates)} quantized layers (those with the "
+                f"lowest layer-wise SQNR); raise --max-sensitivity-layers to measure more" if capped
+                else f"sensitivity measured for all {len(candidates)} quantized layers")
         return {"candidates": len(candidates), "weighted_candidates": weighted, "measured": len(chosen),
-                "capped": len(chosen) < len(candidates), "cap": cap,
-                "note": (f"sensitivity measured for {len(chosen)} of {len(candidates)} quantized layers (those with "
-                         f"the lowest layer-wise SQNR); raise --max-sensitivity-layers to measure more")
-                if len(chosen) < len(candidates) else f"sensitivity measured for all {len(candidates)} quantized layers"}
+                "capped": capped, "cap": cap, "note": note}
 
     def keep_float_fix(self, layers: list[LayerReport], before: float, count: int | None, target: float | None,
                        progress: bool) -> KeepFloatFix:
+        """Greedy: try the layers in order of sensitivity; keep one in float only when that raises
+        the output SQNR (errors can cancel, so a layer's noise alone does not promise a gain)."""
         ranked = sorted((l for l in layers if l.sensitivity_db is not None), key=lambda l: l.sensitivity_db)
         if not ranked:
             raise OptionError("no layer has a sensitivity to rank (is --max-sensitivity-layers 0?); "
@@ -564,16 +569,18 @@ class _Setup:
         patterns: list[str] = []
         steps: list[FixStep] = []
         current = before
-        limit = min(count, len(ranked)) if count is not None else len(ranked)
         with _progress(progress) as bar:
-            task = bar.add_task("keep-float fix", total=limit)
-            for layer in ranked[:limit]:
-                if target is not None and current >= target:
+            task = bar.add_task("keep-float fix", total=len(ranked))
+            for layer in ranked:
+                if (count is not None and len(patterns) >= count) or (target is not None and current >= target):
                     break
-                patterns.append(layer.keep_float_pattern)
-                sqnr = self.output_sqnr(self.qdq(self.without(patterns)).graph)
-                current = min(sqnr.values()) if sqnr else MAX_DB
-                steps.append(FixStep(layer.name, layer.keep_float_pattern, current))
+                sqnr = self.output_sqnr(self.qdq(self.without([*patterns, layer.keep_float_pattern])).graph)
+                tried = min(sqnr.values()) if sqnr else MAX_DB
+                kept = tried > current
+                if kept:
+                    patterns.append(layer.keep_float_pattern)
+                    current = tried
+                steps.append(FixStep(layer.name, layer.keep_float_pattern, tried, kept))
                 bar.advance(task)
         reached = current >= target if target is not None else len(patterns) == count
         return KeepFloatFix("count" if count is not None else "target_sqnr",
@@ -865,6 +872,6 @@ def suggest(report: QuantReport, options: QuantOptions) -> list[Suggestion]:
     for layer in dead[:3]:
         found.append(Suggestion(
             "info", [layer.name],
-            f"layer {layer.name}: {layer.weight.zero_channels} of {layer.weight.channels} output channels have all-zero "
-            "weights (they quantize exactly; structured pruning would remove them)", ""))
+            f"layer {layer.name}: {layer.weight.zero_channels} of {layer.weight.channels} output channels have "
+            "all-zero weights (they quantize exactly; structured pruning would remove them)", ""))
     return found

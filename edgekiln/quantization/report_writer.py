@@ -125,14 +125,15 @@ def fix_chart(report: QuantReport) -> dict[str, Any] | None:
     fix = report.fix
     if fix is None:
         return None
-    values = [fix.before_db, *(s.output_sqnr_db for s in fix.steps)]
+    kept = [s for s in fix.steps if s.kept]
+    values = [fix.before_db, *(s.output_sqnr_db for s in kept)]
     target = fix.requested if fix.mode == "target_sqnr" else None
     low, high = _axis(values + ([target] if target is not None else []), floor=0.0, ceiling=20.0)
     y = _scale(low, high, TOP, PLOT_HEIGHT)
     step = max(24.0, min(60.0, 600.0 / max(len(values), 1)))
     points = [{"x": round(LEFT + i * step + step / 2, 2), "y": y(v), "label": format_db(v),
                "title": (f"{i} layer(s) kept in float: output SQNR {format_db(v)} dB"
-                         + (f" (+{fix.steps[i - 1].layer})" if i else ""))}
+                         + (f" (+{kept[i - 1].layer})" if i else ""))}
               for i, v in enumerate(values)]
     width = LEFT + len(values) * step + RIGHT
     return {"width": round(width, 2), "height": TOP + PLOT_HEIGHT + BOTTOM, "left": LEFT,

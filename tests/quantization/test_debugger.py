@@ -52,7 +52,8 @@ def chain_model(bad: bool = True, size: int = 8) -> onnx.ModelProto:
         helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
         helper.make_node("Conv", ["r2", "w3"], ["y"], name="conv3"),
     ]
-    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, size, size])],
+    graph = helper.make_graph(nodes, "chain",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, size, size])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, size, size])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -121,7 +122,7 @@ def test_target_sqnr_stops_once_reached():
     assert recommend_keep_float(chain_model(), options, target_sqnr=25.0, eval_samples=8, progress=False) == [BAD]
     # Everything in float is exact; with one measured layer the target is out of reach.
     report = analyze(chain_model(), options, eval_samples=8, target_sqnr=MAX_DB, progress=False)
-    assert report.fix.reached and len(report.fix.steps) == 3 and report.fix.after_db == MAX_DB
+    assert report.fix.reached and len(report.fix.patterns) == 3 and report.fix.after_db == MAX_DB
     report = analyze(chain_model(), options, eval_samples=8, target_sqnr=MAX_DB, max_sensitivity_layers=1,
                      progress=False)
     assert not report.fix.reached and report.fix.patterns == [BAD]

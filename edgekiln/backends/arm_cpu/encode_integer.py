@@ -36,8 +36,10 @@ def _clamp(a: dict) -> dict[int, int]:
     return {A["ACT_MIN"]: a.get("act_min", -128), A["ACT_MAX"]: a.get("act_max", 127)}
 
 
-def _weight_row_sums(w: np.ndarray, group_size: int) -> np.ndarray:
+def _weight_row_sums(ctx: EncodeContext, call: KernelCall, w: np.ndarray, group_size: int) -> np.ndarray:
     rows = w.reshape(w.shape[0], -1).astype(np.int64)
+    if group_size and rows.shape[1] % group_size:
+        raise ctx.fail(call, f"group_size {group_size} does not divide the reduction length {rows.shape[1]}")
     if group_size:
         return rows.reshape(rows.shape[0], -1, group_size).sum(axis=2).astype(np.int32)
     return rows.sum(axis=1).astype(np.int32)
@@ -63,7 +65,7 @@ def qconv(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
     group = a.get("group", 1)
     kg = cg * kh * kw
     group_size = a.get("group_size") or 0
-    wsum = ctx.derive(call, "row_sums", _weight_row_sums(weights, group_size if ratio else 0))
+    wsum = ctx.derive(call, "row_sums", _weight_row_sums(ctx, call, weights, group_size if ratio else 0))
     _, _, ho, wo = ctx.shape(call.outputs[0])
     depthwise = cg == 1 and o == group and not ratio
     scratch = align64(kh * kw) if depthwise else _gemm_scratch(ctx, w, ho * wo, kg, o // group, False, bool(ratio))
@@ -82,7 +84,7 @@ def qfully_connected(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
     weights = ctx.need_const(call, 1, "weight")
     n, k = weights.shape
     group_size = a.get("group_size") or 0
-    wsum = ctx.derive(call, "row_sums", _weight_row_sums(weights, group_size if ratio else 0))
+    wsum = ctx.derive(call, "row_sums", _weight_row_sums(ctx, call, weights, group_size if ratio else 0))
     rows = ctx.size(x) // k if k else 0
     attrs = {A["INPUT_ZP"]: a["input_zero_point"], A["OUTPUT_ZP"]: a["output_zero_point"], **_clamp(a)}
     if ratio:

@@ -42,7 +42,7 @@ LIBS = ("-lm",)
 ISA_FLAGS = {
     "gemm_s8_neon.c": ("aarch64", ("-march=armv8-a",)),
     "gemm_s8_dotprod.c": ("aarch64", ("-march=armv8.2-a+dotprod",)),
-    "gemm_s8_i8mm.c": ("aarch64", ("-march=armv8.6-a+i8mm",)),
+    "gemm_s8_i8mm.c": ("aarch64", ("-march=armv8.6-a+dotprod+i8mm",)),
     "gemm_s8_avx2.c": ("x86_64", ("-mavx2", "-mfma")),
 }
 DEFAULT_COMPILERS = {"aarch64": "aarch64-linux-gnu-gcc", "arm": "arm-linux-gnueabihf-gcc"}

@@ -193,6 +193,14 @@ static int parse_io(ek_model *m, const section *sec, ek_err *e) {
                            is_out ? "output" : "input", slot, t->name);
         (is_out ? m->outputs : m->inputs)[slot] = id;
     }
+    /* The caller's buffers have the sizes of the listed tensors: no other tensor may claim a slot. */
+    for (uint32_t i = 0; i < m->n_tensors; i++) {
+        const ek_tensor *t = &m->tensors[i];
+        if ((t->storage == EK_STORE_INPUT && m->inputs[t->offset] != i) ||
+            (t->storage == EK_STORE_OUTPUT && m->outputs[t->offset] != i))
+            return ek_fail(e, EK_STATUS_CORRUPT, "tensor %u '%s' claims an I/O slot the I/O table gives another tensor",
+                           i, t->name);
+    }
     return EK_STATUS_OK;
 }
 
@@ -279,11 +287,12 @@ static int prepare_calls(ek_model *m, uint64_t scratch_bytes, ek_err *e) {
     return EK_STATUS_OK;
 }
 
+/* 64-byte aligned and not zeroed: a valid program writes every arena tensor before reading
+ * it, and pages of a large arena are not touched before they are used. */
 static void *alloc64(size_t n) {
     void *p = NULL;
     /* aligned_alloc is C11; posix_memalign is what every libc the runtime targets has. */
     if (posix_memalign(&p, 64, n ? n : 64)) return NULL;
-    memset(p, 0, n ? n : 64);
     return p;
 }
 

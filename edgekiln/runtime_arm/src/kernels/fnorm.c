@@ -205,7 +205,7 @@ int ek_run_lp_norm(ek_model *m, const ek_call *c, ek_err *e) {
                 norm += p->p == 1 ? fabs(v) : v * v;
             }
             if (p->p == 2) norm = sqrt(norm);
-            for (int64_t i = 0; i < p->D; i++) yr[i * p->inner] = (float)(xr[i * p->inner] / norm);
+            for (int64_t i = 0; i < p->D; i++) yr[i * p->inner] = norm == 0.0 ? 0.0f : (float)(xr[i * p->inner] / norm);
         }
     return EK_STATUS_OK;
 }

@@ -1,0 +1,62 @@
+"""The quantization benchmarks' core functions, on digits_cnn with minimal settings, so the scripts cannot rot."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import quantization_accuracy, quantization_sqnr, readme_tables, weight_bytes
+
+pytestmark = pytest.mark.slow
+
+
+def test_accuracy_benchmark_rows_and_mixed_precision():
+    rows = quantization_accuracy.measure("digits_cnn", calib_count=16, eval_count=60, precisions=("ternary",),
+                                         keep_float=1)
+    by_config = {r["config"]: r for r in rows}
+    assert list(by_config) == ["FP32", "W8A8 int8", "all ternary", "ternary, first/last int8",
+                               "ternary, first/last int8 + 1 float"]
+    fp32 = by_config["FP32"]["accuracy_integer"]
+    assert fp32 >= 0.9
+    assert by_config["W8A8 int8"]["accuracy_integer"] >= fp32 - 0.05
+    assert by_config["all ternary"]["layers"] == "ternaryx3"
+    assert by_config["ternary, first/last int8"]["layers"] == "int8x2 ternaryx1"
+    kept = by_config["ternary, first/last int8 + 1 float"]
+    assert kept["layers"] == "fp32x1 int8x2" and len(kept["keep_float"]) == 1
+    # digits_cnn has one middle layer: keeping it float leaves only int8 layers, which lose little.
+    assert kept["accuracy_integer"] >= fp32 - 0.05
+    markdown = readme_tables.quantization_accuracy({"rows": rows})
+    assert markdown.count("\n") == len(rows) + 1 and "| digits_cnn | all ternary | ternaryx3 |" in markdown
+
+
+def test_sqnr_benchmark_against_onnxruntime_with_cost():
+    row = quantization_sqnr.measure("digits_cnn", calib_count=8, eval_count=8, edgekiln_methods=("minmax",),
+                                    ort_methods=("MinMax",), cost_methods=("minmax",))
+    assert len(row["edgekiln_grid"]) == 4 and len(row["ort_grid"]) == 1
+    assert all("error" not in r for r in [*row["edgekiln_grid"], *row["ort_grid"]])
+    ek, ort = row["edgekiln_default"], row["ort_default"]
+    assert ek["config"] == "minmax" and ort["config"] == "MinMax"
+    # Same data, same W8A8 scheme on a small CNN: both well above 25 dB and within a few dB of each other.
+    assert 25 < ek["sqnr_integer"] < 80 and 25 < ort["sqnr_run"] < 80
+    assert abs(ek["sqnr_qdq"] - ort["sqnr_qdq"]) < 3
+    assert row["edgekiln_best"]["sqnr_integer"] >= ek["sqnr_integer"]
+    for key in ("edgekiln/minmax", "ort/MinMax"):
+        cost = row["cost"][key]
+        assert "error" not in cost, cost
+        assert cost["seconds"] > 0 and cost["py_peak_mib"] > 0 and cost["rss_peak_mib"] >= 0
+    markdown = readme_tables.quantization_sqnr({"rows": [row]})
+    assert "| digits_cnn |" in markdown and "| digits_cnn | minmax |" in markdown
+    assert quantization_sqnr.render([row]).row_count == 1 and quantization_sqnr.render_cost([row]).row_count == 1
+
+
+def test_weight_bytes_benchmark_counts_every_parameter():
+    configs = (("int8", "int8", None), ("ternary no guard", "ternary", False))
+    row = weight_bytes.measure("digits_cnn", configs=configs)
+    int8, ternary = row["configs"]["int8"], row["configs"]["ternary no guard"]
+    assert int8["precisions"] == {"int8": 3} and ternary["precisions"] == {"ternary": 3}
+    assert int8["float_bytes"] == 0 and ternary["bias_bytes"] == int8["bias_bytes"]
+    # digits_cnn holds only weights W and biases B: FP32 = 4 (W + B); int8 values = W; int32 biases = 8 B.
+    assert 4 * int8["value_bytes"] + int8["bias_bytes"] // 2 == row["fp32_bytes"]
+    assert int8["value_bytes"] / 4 <= ternary["value_bytes"] <= int8["value_bytes"] / 4 + 3  # 2 bits, per tensor
+    assert ternary["ratio"] < int8["ratio"] < 0.3
+    markdown = readme_tables.weight_bytes({"rows": [row]})
+    assert "| digits_cnn |" in markdown and "int8 | ternary no guard |" in markdown
