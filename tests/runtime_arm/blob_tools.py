@@ -40,7 +40,7 @@ class BlobView:
         first, count = struct.unpack_from("<IH", self.data, self.call(i) + 8)
         for a in range(first, first + count):
             entry = self.sections[op_codes.SECTION["ATTRS"]][0] + a * B["ATTR_BYTES"]
-            akey, _, _, index = struct.unpack_from("<HBxII", self.data, entry)[0], 0, 0, struct.unpack_from("<I", self.data, entry + 8)[0]
+            akey, _, _, index = struct.unpack_from("<HBxII", self.data, entry)
             if akey == key:
                 return self.sections[op_codes.SECTION["ATTR_DATA"]][0] + 8 * (index + k)
         raise KeyError(key)

@@ -17,7 +17,12 @@ import numpy as np
 import pytest
 
 from edgekiln.backends.arm_cpu.blob_writer import write_blob
-from edgekiln.backends.arm_cpu.toolchain import ToolchainError, build_program, find_toolchain, machine_arch
+from edgekiln.backends.arm_cpu.toolchain import (
+    ToolchainError,
+    build_program,
+    find_toolchain,
+    machine_arch,
+)
 from edgekiln.backends.reference import float_ops
 from edgekiln.backends.reference.interpreter import KERNELS, run_program
 from edgekiln.compiler.memory_planner import plan_arena
@@ -119,7 +124,7 @@ def run_blob(blob: bytes, program: Program, feeds: dict[str, np.ndarray], runner
             cmd += ["--input", f"{name}=i{k}.bin"]
         for k, name in enumerate(program.outputs):
             cmd += ["--output", f"{name}=o{k}.bin"]
-        proc = subprocess.run([*cmd, *args], cwd=work, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run([*cmd, *args], cwd=work, capture_output=True, text=True, timeout=timeout, check=False)
         outputs = {}
         if proc.returncode == 0:
             for k, name in enumerate(program.outputs):

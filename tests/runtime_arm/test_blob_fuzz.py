@@ -8,7 +8,7 @@ Two harnesses on real blobs of many op kinds:
 - the shipped static `ek_run` gets mutated blobs from Python and must exit 0, 3 or 4, never
   by a signal.
 
-EDGEKILN_FUZZ_SECONDS (default 2) sets the sanitizer run per seed; the slow test runs longer.
+EDGEKILN_FUZZ_SECONDS sets the sanitizer run per seed (default 0.6 s; the slow test 8 s).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tests.runtime_arm.harness import host_runner, one_call, run_blob, sanitized
 
 def _seeds():
     rng = np.random.default_rng(0)
-    f32 = lambda *s: rng.uniform(-1, 1, s).astype(np.float32)  # noqa: E731
+    f32 = lambda *s: rng.uniform(-1, 1, s).astype(np.float32)
     return {
         "conv_int4_groups": cases.conv(rng, c=4, o=5, hw=(7, 6), k=(3, 3), bits=4, group_size=12),
         "depthwise_ternary": cases.conv(rng, depthwise=True, c=6, hw=(7, 7), k=(3, 3), bits=2),
@@ -62,7 +62,7 @@ def _fuzz(seconds: float, tmp_path) -> dict[str, str]:
     for k, (name, (program, _, _)) in enumerate(sorted(SEEDS.items())):
         path = tmp_path / f"{name}.blob"
         path.write_bytes(write_blob(program))
-        proc = subprocess.run([str(fuzzer), str(path), str(seconds), str(k + 1)], capture_output=True, text=True,
+        proc = subprocess.run([str(fuzzer), str(path), str(seconds), str(k + 1)], capture_output=True, text=True, check=False,
                               env=env, timeout=seconds * 10 + 60)
         assert proc.returncode == 0, f"{name}: {proc.stdout}\n{proc.stderr[-4000:]}"
         results[name] = proc.stdout.strip()
@@ -79,7 +79,7 @@ def test_sanitized_fuzzer_finds_nothing(tmp_path):
 
 @pytest.mark.slow
 def test_sanitized_fuzzer_long(tmp_path):
-    _fuzz(float(os.environ.get("EDGEKILN_FUZZ_SECONDS", "15")), tmp_path)
+    _fuzz(float(os.environ.get("EDGEKILN_FUZZ_SECONDS", "8")), tmp_path)
 
 
 def _mutants(blob: bytes, rng: np.random.Generator, count: int):

@@ -56,11 +56,14 @@ def test_bad_magic_version_checksum_trailing(conv_case):
 
 def test_corrupt_tables(conv_case):
     program, feeds, blob = conv_case
-    view = lambda: BlobView(blob)  # noqa: E731
+    view = lambda: BlobView(blob)
     v = view()
     _refused(program, feeds, v.put(32, "<I", v.n_tensors + 1).sealed(), "tensor table is")
     v = view()
     _refused(program, feeds, v.put(64 + 16 * 7, "<Q", 10**12).sealed(), "section constants")
+    v = view()
+    strings_end = sum(v.section(6)) - 1
+    _refused(program, feeds, v.put(strings_end, "<B", 65).sealed(), "does not end with a NUL byte")
     v = view()
     _refused(program, feeds, v.put(v.tensor(0), "<B", 99).sealed(), "unknown dtype 99")
     v = view()

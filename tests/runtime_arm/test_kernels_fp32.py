@@ -7,7 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.runtime_arm.harness import aarch64_runner, assert_close, one_call, qemu, run_program_blob
+from tests.runtime_arm.harness import (
+    aarch64_runner,
+    assert_close,
+    one_call,
+    qemu,
+    run_program_blob,
+)
 
 
 def f32(rng, *shape, low=-2.0, high=2.0):

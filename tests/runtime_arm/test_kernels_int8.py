@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from tests.runtime_arm import int8_cases as cases
-from tests.runtime_arm.harness import aarch64_runner, assert_bit_exact, qemu, run_program_blob
+from tests.runtime_arm.harness import (
+    aarch64_runner,
+    assert_bit_exact,
+    qemu,
+    run_program_blob,
+)
 
 
 def _check(built, **run):

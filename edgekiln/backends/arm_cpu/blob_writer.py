@@ -40,7 +40,12 @@ import numpy as np
 
 from edgekiln.backends.arm_cpu import op_codes
 from edgekiln.backends.arm_cpu.call_encoding import OUTPUT_ALIAS_PREFIX, encode_program
-from edgekiln.backends.arm_cpu.encode_context import BlobCall, EncodeContext, align64, is_packed
+from edgekiln.backends.arm_cpu.encode_context import (
+    BlobCall,
+    EncodeContext,
+    align64,
+    is_packed,
+)
 from edgekiln.compiler.program import Program, TensorSpec, pack_low_bit
 from edgekiln.errors import UnsupportedOpError
 

@@ -9,7 +9,12 @@ gets a copy.
 
 from __future__ import annotations
 
-from edgekiln.backends.arm_cpu import encode_float, encode_integer, encode_movement, op_codes
+from edgekiln.backends.arm_cpu import (
+    encode_float,
+    encode_integer,
+    encode_movement,
+    op_codes,
+)
 from edgekiln.backends.arm_cpu.encode_context import BlobCall, EncodeContext
 from edgekiln.compiler.program import Program
 from edgekiln.errors import UnsupportedOpError

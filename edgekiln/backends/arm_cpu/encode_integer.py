@@ -68,7 +68,7 @@ def qconv(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
     wsum = ctx.derive(call, "row_sums", _weight_row_sums(ctx, call, weights, group_size if ratio else 0))
     _, _, ho, wo = ctx.shape(call.outputs[0])
     depthwise = cg == 1 and o == group and not ratio
-    scratch = align64(kh * kw) if depthwise else _gemm_scratch(ctx, w, ho * wo, kg, o // group, False, bool(ratio))
+    scratch = align64(kh * kw) + align64(wo * 4) if depthwise else _gemm_scratch(ctx, w, ho * wo, kg, o // group, False, bool(ratio))
     attrs = {A["STRIDES"]: a.get("strides", [1, 1]), A["DILATIONS"]: a.get("dilations", [1, 1]),
              A["PADS"]: a.get("pads", [0, 0, 0, 0]), A["GROUP"]: group, A["INPUT_ZP"]: a["input_zero_point"],
              A["OUTPUT_ZP"]: a["output_zero_point"], **_clamp(a)}
@@ -209,7 +209,7 @@ def qconcat(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
 
 
 def qresize_nearest(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
-    x, index_h, index_w = call.inputs
+    x = call.inputs[0]
     n, c = ctx.shape(x)[:2]
     tables = np.concatenate([np.arange(n), np.arange(c), ctx.need_const(call, 1, "index_h").reshape(-1),
                              ctx.need_const(call, 2, "index_w").reshape(-1)]).astype(np.int32)

@@ -19,7 +19,11 @@ from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from edgekiln.backends.arm_cpu import op_codes
-from edgekiln.backends.arm_cpu.encode_context import BlobCall, EncodeContext, normalize_axis
+from edgekiln.backends.arm_cpu.encode_context import (
+    BlobCall,
+    EncodeContext,
+    normalize_axis,
+)
 from edgekiln.compiler.program import KernelCall
 
 A, OP = op_codes.ATTR, op_codes.OP
@@ -191,9 +195,8 @@ def _resize_axis(call: KernelCall, ctx: EncodeContext, data: np.ndarray, axis: i
     inputs = [numpy_helper.from_array(data.astype(np.float32), "x")]
     names = ["x", "roi"]
     roi = ctx.const(call.inputs[1]) if len(call.inputs) > 1 and call.inputs[1] else None
-    if roi is not None and roi.size:
-        if attrs.get("coordinate_transformation_mode") == "tf_crop_and_resize":
-            raise ctx.fail(call, "coordinate_transformation_mode tf_crop_and_resize")
+    if roi is not None and roi.size and attrs.get("coordinate_transformation_mode") == "tf_crop_and_resize":
+        raise ctx.fail(call, "coordinate_transformation_mode tf_crop_and_resize")
     inputs.append(numpy_helper.from_array(np.zeros(0, np.float32), "roi"))
     if scale is not None:
         scales = np.ones(rank, np.float32)
@@ -213,8 +216,8 @@ def _resize_axis(call: KernelCall, ctx: EncodeContext, data: np.ndarray, axis: i
             model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
             model.ir_version = 8
             return np.asarray(ReferenceEvaluator(model).run(None, {})[0])
-        except Exception:  # an attribute this opset's Resize does not take: try the next
-            continue
+        except (onnx.checker.ValidationError, ValueError, TypeError, KeyError, RuntimeError):
+            continue  # an attribute this opset's Resize does not take: try the next
     raise ctx.fail(call, f"Resize attributes {sorted(attrs)} are not understood by the ONNX reference")
 
 

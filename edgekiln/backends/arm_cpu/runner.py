@@ -29,7 +29,9 @@ EXIT_MESSAGES = {2: "bad usage or unreadable file", 3: "the model blob does not 
 
 class ArmCpuRunner:
     def __init__(self, files: dict[str, bytes], manifest: dict[str, Any], transport: str | None = None,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, qemu_cpu: str | None = None) -> None:
+        """`transport` forces "local" or "qemu"; `qemu_cpu` emulates another CPU model than the
+        target's (e.g. cortex-a53 to run the NEON path of a cortex-a76 artifact)."""
         missing = [f for f in (BLOB_FILE, RUNNER_FILE, CONFIG_FILE) if f not in files]
         if missing:
             raise ArtifactError(f"the artifact lacks {', '.join(missing)}: it was not built by the arm_cpu backend; "
@@ -37,7 +39,8 @@ class ArmCpuRunner:
         self.files = files
         self.manifest = manifest
         self.config = json.loads(files[CONFIG_FILE])
-        self.transport: Transport = choose_transport(self.config["arch"], self.config.get("qemu_cpu"), transport)
+        self.transport: Transport = choose_transport(self.config["arch"], qemu_cpu or self.config.get("qemu_cpu"),
+                                                     transport)
         self.timeout = timeout
 
     def run(self, feeds: dict[str, np.ndarray], *, threads: int = 1, isa: str = "auto") -> dict[str, np.ndarray]:

@@ -29,7 +29,8 @@ class Transport:
         return [*self.prefix, str(executable), *args]
 
     def run(self, executable: Path, args: list[str], cwd: Path, timeout: float | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(self.command(executable, args), cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(self.command(executable, args), cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                              check=False)
 
 
 def choose_transport(arch: str, qemu_cpu: str | None, force: str | None = None) -> Transport:

@@ -80,6 +80,10 @@ static int check_header(const uint8_t *b, size_t size, section *sec, ek_err *e) 
                            (unsigned long long)sec[i].size, size);
         end_prev = sec[i].offset + sec[i].size;
     }
+    /* Every name is read as a C string: the last one must end inside its section. */
+    const section *st = &sec[EK_SECTION_STRINGS];
+    if (st->size == 0 || b[st->offset + st->size - 1] != 0)
+        return ek_fail(e, EK_STATUS_CORRUPT, "string table is empty or does not end with a NUL byte");
     return EK_STATUS_OK;
 }
 

@@ -166,6 +166,16 @@ void ek_pool_destroy(ek_pool *pool);
 void ek_pool_run(ek_pool *pool, int64_t ntasks, ek_task_fn fn, void *ctx, uint8_t *scratch,
                  size_t stride);
 
+/* Output positions [*lo, *hi) along one axis whose whole window (k taps, stride s, dilation d,
+ * leading pad) lies inside an input of `in`: there no tap needs a bounds check. */
+static inline void ek_interior(int64_t in, int64_t out, int64_t k, int64_t s, int64_t d, int64_t pad, int64_t *lo,
+                               int64_t *hi) {
+    int64_t a = (pad + s - 1) / s, b = in + pad - d * (k - 1) - 1; /* o·s − pad >= 0, o·s − pad + d(k−1) <= in − 1 */
+    b = b < 0 ? 0 : b / s + 1;
+    *lo = a < out ? a : out;
+    *hi = b < *lo ? *lo : b > out ? out : b;
+}
+
 /* -- shared numerics --------------------------------------------------------------------- */
 static inline size_t ek_align64(size_t n) { return (n + 63) & ~(size_t)63; }
 uint32_t ek_crc32(const uint8_t *data, size_t n);

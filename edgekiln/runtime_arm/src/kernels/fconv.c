@@ -97,6 +97,12 @@ int ek_prepare_conv(ek_model *m, ek_call *c, ek_err *e) {
 }
 
 static void im2col(const fconv_params *p, const float *x, int64_t n, int64_t g, int64_t p0, int64_t rows, float *cols) {
+    /* window origins of the block's pixels, computed once (no division in the copy loops) */
+    int64_t iy0[EK_BLOCK_ROWS], ix0[EK_BLOCK_ROWS];
+    for (int64_t r = 0; r < rows; r++) {
+        iy0[r] = (p0 + r) / p->Wo * p->sh - p->pt;
+        ix0[r] = (p0 + r) % p->Wo * p->sw - p->pl;
+    }
     int64_t k = 0;
     for (int64_t ch = 0; ch < p->Cg; ch++) {
         const float *plane = x + (n * p->C + g * p->Cg + ch) * p->H * p->W;
@@ -104,8 +110,7 @@ static void im2col(const fconv_params *p, const float *x, int64_t n, int64_t g, 
             for (int64_t kx = 0; kx < p->kw; kx++, k++) {
                 float *dst = cols + k * rows;
                 for (int64_t r = 0; r < rows; r++) {
-                    int64_t pix = p0 + r, oy = pix / p->Wo, ox = pix % p->Wo;
-                    int64_t iy = oy * p->sh - p->pt + ky * p->dh, ix = ox * p->sw - p->pl + kx * p->dw;
+                    int64_t iy = iy0[r] + ky * p->dh, ix = ix0[r] + kx * p->dw;
                     dst[r] = iy >= 0 && iy < p->H && ix >= 0 && ix < p->W ? plane[iy * p->W + ix] : 0.0f;
                 }
             }
@@ -150,7 +155,7 @@ static void gemm_task(void *ctx, int64_t t, uint8_t *scratch) {
         if (nj == 4) {
             const float *w1 = w0 + p->Kg, *w2 = w1 + p->Kg, *w3 = w2 + p->Kg;
             for (int64_t k = 0; k < p->Kg; k++) {
-                const float *cr = cols + k * ld;
+                const float *restrict cr = cols + k * ld;
                 const float a0 = w0[k], a1 = w1[k], a2 = w2[k], a3 = w3[k];
                 for (int64_t i = 0; i < rows; i++) {
                     float v = cr[i];
@@ -164,7 +169,7 @@ static void gemm_task(void *ctx, int64_t t, uint8_t *scratch) {
             for (int j = 0; j < nj; j++) {
                 const float *wj = w0 + j * p->Kg;
                 for (int64_t k = 0; k < p->Kg; k++) {
-                    const float *cr = cols + k * ld;
+                    const float *restrict cr = cols + k * ld;
                     const float a = wj[k];
                     for (int64_t i = 0; i < rows; i++) acc[j][i] += a * cr[i];
                 }
@@ -174,26 +179,43 @@ static void gemm_task(void *ctx, int64_t t, uint8_t *scratch) {
     }
 }
 
+/* One output row at a time, accumulated in place in the output: for each tap, one pass over
+ * the row's interior pixels (vectorized for stride 1), bounds checks only on the border. */
 static void depthwise_task(void *ctx, int64_t t, uint8_t *scratch) {
     (void)scratch;
     const fconv_run *r = ctx;
     const fconv_params *p = r->p;
-    int64_t ch = t % p->C, n = t / p->C;
+    int64_t ch = t % p->C, n = t / p->C, sw = p->sw, xlo, xhi;
     const float *plane = r->x + t * p->H * p->W, *w = r->w + ch * p->kh * p->kw;
     float *out = r->y + t * p->P;
-    for (int64_t oy = 0; oy < p->Ho; oy++)
-        for (int64_t ox = 0; ox < p->Wo; ox++) {
-            float acc = 0.0f;
-            for (int64_t ky = 0; ky < p->kh; ky++) {
-                int64_t iy = oy * p->sh - p->pt + ky * p->dh;
-                if (iy < 0 || iy >= p->H) continue;
-                for (int64_t kx = 0; kx < p->kw; kx++) {
-                    int64_t ix = ox * p->sw - p->pl + kx * p->dw;
-                    if (ix >= 0 && ix < p->W) acc += plane[iy * p->W + ix] * w[ky * p->kw + kx];
+    const float b = r->bias ? r->bias[ch] : 0.0f;
+    ek_interior(p->W, p->Wo, p->kw, p->sw, p->dw, p->pl, &xlo, &xhi);
+    for (int64_t oy = 0; oy < p->Ho; oy++) {
+        float *restrict acc = out + oy * p->Wo;
+        for (int64_t ox = 0; ox < p->Wo; ox++) acc[ox] = b;
+        for (int64_t ky = 0; ky < p->kh; ky++) {
+            int64_t iy = oy * p->sh - p->pt + ky * p->dh;
+            if (iy < 0 || iy >= p->H) continue;
+            const float *row = plane + iy * p->W;
+            for (int64_t kx = 0; kx < p->kw; kx++) {
+                const float wk = w[ky * p->kw + kx];
+                const int64_t off = kx * p->dw - p->pl;
+                for (int64_t ox = 0; ox < xlo; ox++) {
+                    int64_t ix = ox * sw + off;
+                    if (ix >= 0 && ix < p->W) acc[ox] += row[ix] * wk;
+                }
+                const float *restrict src = row + off;
+                if (sw == 1)
+                    for (int64_t ox = xlo; ox < xhi; ox++) acc[ox] += src[ox] * wk;
+                else
+                    for (int64_t ox = xlo; ox < xhi; ox++) acc[ox] += src[ox * sw] * wk;
+                for (int64_t ox = xhi; ox < p->Wo; ox++) {
+                    int64_t ix = ox * sw + off;
+                    if (ix >= 0 && ix < p->W) acc[ox] += row[ix] * wk;
                 }
             }
-            out[oy * p->Wo + ox] = acc + (r->bias ? r->bias[ch] : 0.0f);
         }
+    }
     ek_epilogue_apply(&p->ep, out, p->P, r->res ? r->res + (n * p->O + ch) * p->P : NULL);
 }
 

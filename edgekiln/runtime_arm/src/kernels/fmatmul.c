@@ -115,11 +115,11 @@ static void task(void *ctx, int64_t t, uint8_t *scratch) {
     float *y = r->y + batch * M * N;
     for (int64_t i = i0; i < i1; i += 4) {
         int ni = i1 - i < 4 ? (int)(i1 - i) : 4;
-        float *y0 = y + i * N, *y1 = y0 + N, *y2 = y1 + N, *y3 = y2 + N;
+        float *restrict y0 = y + i * N, *restrict y1 = y0 + N, *restrict y2 = y1 + N, *restrict y3 = y2 + N;
         memset(y0, 0, (size_t)(ni * N) * sizeof(float));
         if (ni == 4) {
             for (int64_t k = 0; k < K; k++) {
-                const float *br = b + k * N;
+                const float *restrict br = b + k * N;
                 const float a0 = a[i * ars + k * acs], a1 = a[(i + 1) * ars + k * acs];
                 const float a2 = a[(i + 2) * ars + k * acs], a3 = a[(i + 3) * ars + k * acs];
                 for (int64_t j = 0; j < N; j++) {

@@ -108,7 +108,7 @@ static int prepare_common(ek_model *m, ek_call *c, qconv_params *p, ek_err *e) {
     if (p->w->packing != EK_PACK_NONE) off += ek_align64((size_t)(p->ocb * p->Kg));
     p->off_wide = off;
     if (p->ratio) off += ek_align64((size_t)(p->pb * p->ocb) * 8);
-    c->scratch = p->depthwise ? ek_align64((size_t)(p->kh * p->kw)) : off;
+    c->scratch = p->depthwise ? ek_align64((size_t)(p->kh * p->kw)) + ek_align64((size_t)p->Wo * 4) : off;
     return EK_STATUS_OK;
 }
 
@@ -170,34 +170,32 @@ int ek_prepare_qfully_connected(ek_model *m, ek_call *c, ek_err *e) {
     return prepare_common(m, c, p, e);
 }
 
-/* rows [p0, p0 + rows) of the im2col matrix of image n, group g: cols[r][(c, ky, kx)] */
+/* rows [p0, p0 + rows) of the im2col matrix of image n, group g: cols[r][(c, ky, kx)].
+ * Loops run over k outside and pixels inside, so the reads walk input rows; window origins
+ * are computed once per block (no division in the copy loops). */
 static void im2col(const qconv_params *p, const int8_t *x, int64_t n, int64_t g, int64_t p0, int64_t rows, int8_t *cols) {
     const int8_t zx = (int8_t)p->zx;
+    const int64_t K = p->Kg;
+    int64_t iy0[EK_BLOCK_ROWS], ix0[EK_BLOCK_ROWS];
     for (int64_t r = 0; r < rows; r++) {
-        int64_t pix = p0 + r, oy = pix / p->Wo, ox = pix % p->Wo;
-        int8_t *dst = cols + r * p->Kg;
-        int64_t iy0 = oy * p->sh - p->pt, ix0 = ox * p->sw - p->pl;
-        for (int64_t ch = 0; ch < p->Cg; ch++) {
-            const int8_t *plane = x + ((n * p->C + g * p->Cg + ch) * p->H) * p->W;
-            for (int64_t ky = 0; ky < p->kh; ky++) {
-                int64_t iy = iy0 + ky * p->dh;
-                if (iy < 0 || iy >= p->H) {
-                    memset(dst, zx, (size_t)p->kw);
-                    dst += p->kw;
-                    continue;
+        iy0[r] = (p0 + r) / p->Wo * p->sh - p->pt;
+        ix0[r] = (p0 + r) % p->Wo * p->sw - p->pl;
+    }
+    if (p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && p->pt == 0 && p->pl == 0 && p->Wo == p->W) {
+        const int8_t *src = x + (n * p->C + g * p->Cg) * p->H * p->W + p0; /* pixels are contiguous */
+        for (int64_t ch = 0; ch < p->Cg; ch++, src += p->H * p->W)
+            for (int64_t r = 0; r < rows; r++) cols[r * K + ch] = src[r];
+        return;
+    }
+    int64_t k = 0;
+    for (int64_t ch = 0; ch < p->Cg; ch++) {
+        const int8_t *plane = x + ((n * p->C + g * p->Cg + ch) * p->H) * p->W;
+        for (int64_t ky = 0; ky < p->kh; ky++)
+            for (int64_t kx = 0; kx < p->kw; kx++, k++)
+                for (int64_t r = 0; r < rows; r++) {
+                    int64_t iy = iy0[r] + ky * p->dh, ix = ix0[r] + kx * p->dw;
+                    cols[r * K + k] = iy >= 0 && iy < p->H && ix >= 0 && ix < p->W ? plane[iy * p->W + ix] : zx;
                 }
-                const int8_t *row = plane + iy * p->W;
-                if (p->dw == 1 && ix0 >= 0 && ix0 + p->kw <= p->W) {
-                    memcpy(dst, row + ix0, (size_t)p->kw);
-                    dst += p->kw;
-                    continue;
-                }
-                for (int64_t kx = 0; kx < p->kw; kx++) {
-                    int64_t ix = ix0 + kx * p->dw;
-                    *dst++ = ix >= 0 && ix < p->W ? row[ix] : zx;
-                }
-            }
-        }
     }
 }
 
@@ -259,6 +257,8 @@ static void gemm_task(void *ctx, int64_t t, uint8_t *scratch) {
     }
 }
 
+/* One output row at a time: for each tap, one pass over the row's interior pixels (a stride-1
+ * row vectorizes), with bounds checks only on the border pixels. */
 static void depthwise_task(void *ctx, int64_t t, uint8_t *scratch) {
     const qconv_run *r = ctx;
     const qconv_params *p = r->p;
@@ -266,26 +266,39 @@ static void depthwise_task(void *ctx, int64_t t, uint8_t *scratch) {
     const int8_t *plane = r->x + t * p->H * p->W;
     int8_t *out = r->y + t * p->P;
     int8_t *w = (int8_t *)scratch;
+    int32_t *acc = (int32_t *)(scratch + ek_align64((size_t)(p->kh * p->kw)));
     ek_unpack_int8(p->w, r->w, ch * p->kh * p->kw, p->kh * p->kw, w);
     const int32_t mlt = r->mult[ch], sft = r->shift[ch], zx = p->zx;
-    const int64_t bias = r->bias[ch];
+    const int64_t bias = r->bias[ch], sw = p->sw;
+    int64_t xlo, xhi;
+    ek_interior(p->W, p->Wo, p->kw, p->sw, p->dw, p->pl, &xlo, &xhi);
     for (int64_t oy = 0; oy < p->Ho; oy++) {
-        int64_t iy0 = oy * p->sh - p->pt;
-        for (int64_t ox = 0; ox < p->Wo; ox++) {
-            int64_t ix0 = ox * p->sw - p->pl;
-            int32_t acc = 0;
-            for (int64_t ky = 0; ky < p->kh; ky++) {
-                int64_t iy = iy0 + ky * p->dh;
-                if (iy < 0 || iy >= p->H) continue;
-                const int8_t *row = plane + iy * p->W;
-                const int8_t *wr = w + ky * p->kw;
-                for (int64_t kx = 0; kx < p->kw; kx++) {
-                    int64_t ix = ix0 + kx * p->dw;
-                    if (ix >= 0 && ix < p->W) acc += ((int32_t)row[ix] - zx) * wr[kx];
+        for (int64_t ox = 0; ox < p->Wo; ox++) acc[ox] = 0;
+        for (int64_t ky = 0; ky < p->kh; ky++) {
+            int64_t iy = oy * p->sh - p->pt + ky * p->dh;
+            if (iy < 0 || iy >= p->H) continue;
+            const int8_t *row = plane + iy * p->W;
+            for (int64_t kx = 0; kx < p->kw; kx++) {
+                const int32_t wk = w[ky * p->kw + kx];
+                const int64_t off = kx * p->dw - p->pl;
+                for (int64_t ox = 0; ox < xlo; ox++) {
+                    int64_t ix = ox * sw + off;
+                    if (ix >= 0 && ix < p->W) acc[ox] += ((int32_t)row[ix] - zx) * wk;
+                }
+                const int8_t *src = row + off;
+                if (sw == 1)
+                    for (int64_t ox = xlo; ox < xhi; ox++) acc[ox] += ((int32_t)src[ox] - zx) * wk;
+                else
+                    for (int64_t ox = xlo; ox < xhi; ox++) acc[ox] += ((int32_t)src[ox * sw] - zx) * wk;
+                for (int64_t ox = xhi; ox < p->Wo; ox++) {
+                    int64_t ix = ox * sw + off;
+                    if (ix >= 0 && ix < p->W) acc[ox] += ((int32_t)row[ix] - zx) * wk;
                 }
             }
-            out[oy * p->Wo + ox] = ek_requantize((int64_t)acc + bias, mlt, sft, p->zy, p->lo, p->hi);
         }
+        int8_t *dst = out + oy * p->Wo;
+        for (int64_t ox = 0; ox < p->Wo; ox++)
+            dst[ox] = ek_requantize((int64_t)acc[ox] + bias, mlt, sft, p->zy, p->lo, p->hi);
     }
 }
 
