@@ -33,9 +33,9 @@ def test_cli_quantized_compile_and_run_keep_accuracy(tmp_path):
     out = tmp_path / "q"
     result = invoke("compile", model_path("digits_cnn"), "-o", out, "--quant", "int8", "--calib", tmp_path / "calib.npy")
     assert result.exit_code == 0, result.output
-    assert "runs with   reference" in result.output and "int8 layer(s)" in result.output
+    assert "runs with   arm_cpu" in result.output and "int8 layer(s)" in result.output
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["runner"] == "reference" and manifest["options"]["quantization"]["quant"] == "int8"
+    assert manifest["runner"] == "arm_cpu" and manifest["options"]["quantization"]["quant"] == "int8"
     assert {layer["precision"] for layer in manifest["layers"] if layer["precision"] != "-"} == {"int8"}
     artifact = edgekiln.load(out)
     hits = [int(np.argmax(next(iter(artifact.run(images[i:i + 1]).values())))) == labels[i] for i in range(64, 264)]

@@ -4,7 +4,8 @@
 
 * ``examples/digits_cnn.onnx``: the trained zoo ``digits_cnn`` (static batch 1, ~18 KB);
 * ``examples/digits_input.npy``: one held-out digit, float32 (1, 1, 8, 8), pixels in [0, 1];
-* ``examples/digits_label.txt``: its label, one line.
+* ``examples/digits_label.txt``: its label, one line;
+* ``examples/digits_calib.npy``: 64 other held-out digits, (64, 1, 8, 8), to calibrate with.
 
 The digit is the first held-out one the exported model classifies correctly, so the
 README's "run it" step shows a right answer on any machine.
@@ -37,7 +38,7 @@ def first_correct_digit(model: Path, images: np.ndarray, labels: np.ndarray) -> 
 
 
 def make_example(out_dir: Path) -> list[Path]:
-    """Write the three example files into `out_dir` and return their paths."""
+    """Write the four example files into `out_dir` and return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     images, labels = zoo_heldout("digits_cnn")
     model = out_dir / "digits_cnn.onnx"
@@ -47,7 +48,10 @@ def make_example(out_dir: Path) -> list[Path]:
     index = first_correct_digit(model, images, labels)
     np.save(image, images[index : index + 1].astype(np.float32))
     label.write_text(f"{int(labels[index])}\n")
-    return [model, image, label]
+    calib = out_dir / "digits_calib.npy"
+    others = [i for i in range(len(images)) if i != index][:64]
+    np.save(calib, images[others].astype(np.float32))
+    return [model, image, label, calib]
 
 
 def main() -> None:
