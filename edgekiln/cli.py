@@ -142,9 +142,12 @@ def _quant_options_from(quant: str | None, calib: str | None, calib_method: str,
               help="artifact: the deployable folder; onnx: only the optimized ONNX model.")
 @click.option("--explain", is_flag=True, help="Print what each pass did and why it did not fire elsewhere.")
 @click.option("--force", is_flag=True, help="Replace the output if it exists.")
+@click.option("--toolchain", metavar="CC", help="C compiler for the target's runtime (default: $CC, else the "
+                                                 "Debian cross compiler, e.g. aarch64-linux-gnu-gcc).")
 @quant_options
 def compile_command(model: Path, target_name: str, output: Path, input_shapes: tuple[str, ...], emit: str,
-                    explain: bool, force: bool, quant: str | None, calib: str | None, calib_method: str,
+                    explain: bool, force: bool, toolchain: str | None, quant: str | None, calib: str | None,
+                    calib_method: str,
                     calib_samples: int | None, preprocess: str | None, weight_rules: tuple[str, ...],
                     keep_float: tuple[str, ...], quant_config: Path | None, weight_method: str, equalize: bool,
                     bias_correction: bool) -> None:
@@ -164,7 +167,8 @@ def compile_command(model: Path, target_name: str, output: Path, input_shapes: t
     # No spinner while quantizing: calibration draws its own progress bar.
     status = err_console.status(f"compiling {model.name} for {target_name}") if quantization is None else nullcontext()
     with status:
-        result = compile_model(model, target_name, input_shapes=input_shapes, quantization=quantization)
+        result = compile_model(model, target_name, input_shapes=input_shapes, quantization=quantization,
+                               toolchain=toolchain)
     if explain:
         console.print(result.trace.render(), soft_wrap=True, markup=False)
     if emit == "onnx":

@@ -174,3 +174,9 @@ def test_existing_output_is_refused_unless_forced(tmp_path, model_file):
 def test_debug_shows_the_traceback(tmp_path):
     result = CliRunner().invoke(main, ["--debug", "compile", str(tmp_path / "absent.onnx"), "-o", str(tmp_path / "o")])
     assert result.exit_code != 0 and result.exception is not None
+
+
+def test_a_missing_cross_compiler_is_named(tmp_path, model_file):
+    result = invoke("compile", model_file, "-t", "cortex-a76", "-o", tmp_path / "out", "--toolchain", "no-such-gcc")
+    assert_user_error(result, "no-such-gcc", "gcc-aarch64-linux-gnu", "--toolchain")
+    assert not (tmp_path / "out").exists()
