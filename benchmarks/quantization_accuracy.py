@@ -136,8 +136,8 @@ def measure(name: str, calib_count: int, eval_count: int | None, precisions: tup
         result = quantize(name, precision, ev.calib, guard=guard)
         acc_int, acc_qdq = ev.score(result)
         rows.append({**base, "config": label, "precision": precision, "guard": guard is not False,
-                     "layers": summary(weighted_layers(result)), "keep_float": [],
-                     "accuracy_integer": acc_int, "accuracy_qdq": acc_qdq})
+                     "layers": summary(weighted_layers(result)), "layer_precisions": weighted_layers(result),
+                     "keep_float": [], "accuracy_integer": acc_int, "accuracy_qdq": acc_qdq})
         if progress:
             progress.advance(task)
     for precision in precisions:
@@ -145,7 +145,8 @@ def measure(name: str, calib_count: int, eval_count: int | None, precisions: tup
             result = quantize(name, precision, ev.calib, tuple(kept))
             acc_int, acc_qdq = ev.score(result)
             rows.append({**base, "config": f"{precision}, first/last int8 + {len(kept)} float", "precision": precision,
-                         "guard": True, "layers": summary(weighted_layers(result)), "keep_float": kept,
+                         "guard": True, "layers": summary(weighted_layers(result)),
+                         "layer_precisions": weighted_layers(result), "keep_float": kept,
                          "calibration_sqnr_db": calib_sqnr, "accuracy_integer": acc_int, "accuracy_qdq": acc_qdq})
         if progress:
             progress.advance(task)

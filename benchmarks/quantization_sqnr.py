@@ -18,6 +18,9 @@ trained models, distinct seeds elsewhere), SQNR in dB over all outputs:
   Scored as ORT runs it (a session with its default optimizations: the QDQ pairs become
   ORT's integer kernels where it has them) and as written (optimizations off: the float
   reference).  Default = MinMax; best = the best "as run" SQNR over MinMax, Entropy, Percentile.
+  Note: quantize_static passes no histogram size to its Entropy calibrator, whose defaults
+  (128 bins, 128 quantized bins) leave the KL search a single candidate, the whole range: its
+  Entropy ranges come out identical to MinMax.  Percentile (99.999) uses symmetric ranges.
 
 The best configurations are picked on the evaluation inputs themselves, for both tools alike
 (an oracle choice, so "best" is an upper bound for both).
@@ -298,17 +301,23 @@ def measure(name: str, calib_count: int, eval_count: int, cost: bool = True, edg
         folder = Path(tmp)
         source, prep_note = prepare_for_ort(name, folder)
         jobs = []
+        # The cost subprocesses get a folder and a model copy of their own: quantize_static writes
+        # "<model>-inferred.onnx" next to its input, which must not race with the grid's calls.
+        cost_folder = folder / "cost"
         if cost:
-            calib_file = folder / "calib.npz"
+            cost_folder.mkdir()
+            calib_file = cost_folder / "calib.npz"
             np.savez(calib_file, **{k: np.concatenate([c[k] for c in calib]) for k in calib[0]})
+            ort_source = cost_folder / source.name
+            shutil.copyfile(source, ort_source)
             for method in cost_methods:
                 jobs.append((f"edgekiln/{method}", "edgekiln", method, model_path(name)))
-                jobs.append((f"ort/{COST_METHODS[method]}", "ort", COST_METHODS[method], source))
+                jobs.append((f"ort/{COST_METHODS[method]}", "ort", COST_METHODS[method], ort_source))
 
         def run_jobs() -> dict:
             results = {}
             for key, tool, method, model_file in jobs:
-                results[key] = measure_cost(tool, name, method, model_file, calib_file, folder)
+                results[key] = measure_cost(tool, name, method, model_file, calib_file, cost_folder)
                 advance()
             return results
 
@@ -414,7 +423,11 @@ def main() -> None:
     if not args.no_cost:
         console.print(render_cost(rows))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    setup = {"edgekiln_default": "int8, minmax, no equalization / bias correction",
+             "ort_default": "quantize_static QDQ, per_channel, QInt8 activations and weights, MinMax",
+             "cost": ("alongside the SQNR grid" if alongside else "serial") + f", subprocesses pinned to core {COST_CORE}",
+             "load_average_at_end": os.getloadavg(), "cpus": os.cpu_count()}
+    RESULTS.write_text(json.dumps({"setup": setup, "rows": rows}, indent=2) + "\n")
     print(f"wrote {RESULTS}")
 
 

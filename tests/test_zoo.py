@@ -223,8 +223,11 @@ def test_heldout_data(name: str, count: int) -> None:
 
 @pytest.mark.slow
 def test_make_example(tmp_path: Path) -> None:
-    model, image, label = make_example(tmp_path)
+    model, image, label, calib = make_example(tmp_path)
     assert model.stat().st_size < 64 * 1024
+    samples = np.load(calib)
+    assert samples.shape == (64, 1, 8, 8) and samples.dtype == np.float32
+    assert not any(np.array_equal(sample, np.load(image)[0]) for sample in samples)  # the example is held out
     digit = np.load(image)
     assert digit.shape == (1, 1, 8, 8) and digit.dtype == np.float32
     (logits,) = _run_ort(model, {"input": digit})
