@@ -109,7 +109,17 @@ def weight_bytes(data: dict) -> str:
     return "\n".join(lines)
 
 
-RENDERERS = {"arena_planning": arena_planning, "graph_optimization": graph_optimization,
+def gemm_instructions(rows: list[dict]) -> str:
+    isas = ["c", "neon", "dotprod", "i8mm"]
+    lines = ["| m x n x k | " + " | ".join(isas) + " |", "| --- |" + " --- |" * len(isas)]
+    for r in rows:
+        macs = r["m"] * r["n"] * r["k"]
+        cells = [f"{r['instructions'][i]:,} ({macs / r['instructions'][i]:.2f} MAC/insn)" for i in isas]
+        lines.append(f"| {r['m']}x{r['n']}x{r['k']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+RENDERERS = {"gemm_instructions": gemm_instructions, "arena_planning": arena_planning, "graph_optimization": graph_optimization,
              "reparameterization": reparameterization, "quantization_accuracy": quantization_accuracy,
              "quantization_sqnr": quantization_sqnr, "weight_bytes": weight_bytes}
 
