@@ -67,7 +67,7 @@ def weighted_layers(result: CompileResult) -> dict[str, str]:
 
 
 def summary(layers: dict[str, str]) -> str:
-    counts = Counter(p.split(":")[0] if p.startswith("int4") or p.startswith("ternary") else p
+    counts = Counter(p.split(":")[0] if p.startswith(("int4", "ternary")) else p
                      for p in layers.values())
     return " ".join(f"{p}x{n}" for p, n in sorted(counts.items()))
 

@@ -12,7 +12,7 @@ Calibration and evaluation never share an input:
 The other zoo models are randomly initialized and see standard normal noise; PP-OCR sees
 drawn pages of text (`tests.zoo.ppocr.ppocr_sample_input`).
 
-    SQNR = 10 · log10( Σ y² / Σ (y − ŷ)² )  dB
+    SQNR = 10 · log10( Σ y² / Σ (y - ŷ)² )  dB
 
 over every element of every output of every evaluation input (y: the float model in
 onnxruntime, ŷ: the quantized model), so one number per model.
@@ -104,10 +104,10 @@ def sqnr_db(reference: list[list[np.ndarray]], actual: list[list[np.ndarray]]) -
     """SQNR over every element of every output of every input (see the module docstring)."""
     signal = noise = 0.0
     for ref_sample, act_sample in zip(reference, actual, strict=True):
-        for ref, act in zip(ref_sample, act_sample, strict=True):
-            ref = np.asarray(ref, np.float64)
-            signal += float(np.sum(ref ** 2))
-            noise += float(np.sum((ref - np.asarray(act, np.float64)) ** 2))
+        for expected, got in zip(ref_sample, act_sample, strict=True):
+            y = np.asarray(expected, np.float64)
+            signal += float(np.sum(y ** 2))
+            noise += float(np.sum((y - np.asarray(got, np.float64)) ** 2))
     return float("inf") if noise == 0 else float(10 * np.log10(signal / noise))
 
 

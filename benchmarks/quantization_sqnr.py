@@ -25,9 +25,10 @@ trained models, distinct seeds elsewhere), SQNR in dB over all outputs:
 The best configurations are picked on the evaluation inputs themselves, for both tools alike
 (an oracle choice, so "best" is an upper bound for both).
 
-Cost (unless --no-cost; for --cost-methods, default minmax and entropy): each tool's whole quantizing call (edgekiln: compile_model, which
-also optimizes and lowers to the integer program; ORT: quantize_static, its calibration
-included, pre-processing excluded) in a fresh subprocess pinned to core 0 with `taskset`,
+Cost (unless --no-cost; for the --cost-methods, default minmax and entropy): each tool's
+whole quantizing call (edgekiln: compile_model, which also optimizes and lowers to the
+integer program; ORT: quantize_static, its calibration included, pre-processing excluded)
+in a fresh subprocess pinned to core 0 with `taskset`,
 calibration data already in memory, so both run single-threaded on the same data.  To keep
 the run short the subprocesses run while the SQNR grid works on the other cores (so they
 share caches and memory bandwidth with it, both tools alike); `--serial-cost` runs them on
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import io
 import json
 import logging
@@ -79,6 +81,8 @@ RESULTS = Path(__file__).parent / "results" / "quantization_sqnr.json"
 EDGEKILN_METHODS = ("minmax", "percentile", "entropy", "mse")
 ORT_METHODS = ("MinMax", "Entropy", "Percentile")
 COST_CORE = 0
+WORKER_IMPORTS = ("onnxruntime.quantization", "edgekiln.calibration", "edgekiln.compiler.compile",
+                  "edgekiln.compiler.integer_lowering", "edgekiln.passes.quantize_graph")
 TIMED_CALLS = 3  # the time reported is the fastest of these (the first one also sets the RSS peak)
 COST_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}  # edgekiln -> ORT
 
@@ -178,7 +182,8 @@ def edgekiln_grid(name: str, calib: list, scorer: Scorer, methods=EDGEKILN_METHO
                "bias_correction": bias_correction}
         try:
             result = edgekiln_quantize(model_path(name), input_shapes(name), calib, method, equalize, bias_correction)
-            row.update(sqnr_integer=scorer.artifact(result.artifact), sqnr_qdq=scorer.ort(result.graph.to_bytes(), False))
+            row.update(sqnr_integer=scorer.artifact(result.artifact),
+                       sqnr_qdq=scorer.ort(result.graph.to_bytes(), False))
         except Exception as exc:  # noqa: BLE001 - a failing configuration is a result to report
             row["error"] = f"{type(exc).__name__}: {exc}"[:300]
         rows.append(row)
@@ -229,11 +234,8 @@ def _reset_high_water() -> bool:
 
 def worker(spec: dict) -> dict:
     """Time one quantizing call and measure its memory (module docstring); runs in a fresh subprocess."""
-    import edgekiln.calibration  # noqa: F401 - imports are not what is measured
-    import edgekiln.compiler.compile  # noqa: F401
-    import edgekiln.compiler.integer_lowering  # noqa: F401
-    import edgekiln.passes.quantize_graph  # noqa: F401
-    import onnxruntime.quantization  # noqa: F401
+    for module in WORKER_IMPORTS:  # loaded before measuring: importing is not what is measured
+        importlib.import_module(module)
 
     with np.load(spec["calib_file"]) as data:
         stacked = {k: data[k] for k in data.files}
@@ -273,7 +275,7 @@ def measure_cost(tool: str, name: str, method: str, model_file: Path, calib_file
             "result": str(folder / "cost.json")}
     pin = ["taskset", "-c", str(COST_CORE)] if shutil.which("taskset") else []
     done = subprocess.run([*pin, sys.executable, "-m", "benchmarks.quantization_sqnr", "--worker", json.dumps(spec)],
-                          cwd=Path(__file__).parent.parent, capture_output=True, text=True)
+                          cwd=Path(__file__).parent.parent, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1][:300] if done.stderr.strip() else "worker failed"}
     return {**json.loads(Path(spec["result"]).read_text()), "pinned_to_one_core": bool(pin)}
@@ -363,7 +365,7 @@ def render(rows: list[dict]) -> Table:
 
 
 def _delta(ek: dict, ort_row: dict) -> str:
-    if not all(k in ek for k in ("sqnr_integer", "sqnr_qdq")) or not all(k in ort_row for k in ("sqnr_run", "sqnr_qdq")):
+    if "error" in ek or "error" in ort_row:
         return "-"
     return f"{ek['sqnr_integer'] - ort_row['sqnr_run']:+.2f} / {ek['sqnr_qdq'] - ort_row['sqnr_qdq']:+.2f}"
 
@@ -425,7 +427,8 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     setup = {"edgekiln_default": "int8, minmax, no equalization / bias correction",
              "ort_default": "quantize_static QDQ, per_channel, QInt8 activations and weights, MinMax",
-             "cost": ("alongside the SQNR grid" if alongside else "serial") + f", subprocesses pinned to core {COST_CORE}",
+             "cost": ("alongside the SQNR grid" if alongside else "serial")
+             + f", subprocesses pinned to core {COST_CORE}",
              "load_average_at_end": os.getloadavg(), "cpus": os.cpu_count()}
     RESULTS.write_text(json.dumps({"setup": setup, "rows": rows}, indent=2) + "\n")
     print(f"wrote {RESULTS}")

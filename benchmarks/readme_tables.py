@@ -51,8 +51,8 @@ def reparameterization(data: dict) -> str:
 
 
 def quantization_accuracy(data: dict) -> str:
-    lines = ["| model | configuration | weighted layers | kept float | integer reference | QDQ reference (ORT) "
-             "| vs FP32 |",
+    lines = [("| model | configuration | weighted layers | kept float | integer reference | QDQ reference (ORT) "
+              "| vs FP32 |"),
              "| --- | --- | --- | --- | --- | --- | --- |"]
     fp32 = {r["model"]: r["accuracy_integer"] for r in data["rows"] if r["precision"] == "fp32"}
     for r in data["rows"]:
@@ -68,23 +68,24 @@ def quantization_sqnr(data: dict) -> str:
         return f"{row[key]:.2f}" if key in row else "error"
 
     def delta(ek: dict, ort: dict) -> str:
-        if not all(k in ek for k in ("sqnr_integer", "sqnr_qdq")) or not all(k in ort for k in ("sqnr_run", "sqnr_qdq")):
+        if "error" in ek or "error" in ort:
             return "-"
         return f"{ek['sqnr_integer'] - ort['sqnr_run']:+.2f} / {ek['sqnr_qdq'] - ort['sqnr_qdq']:+.2f}"
 
-    lines = ["| model | edgekiln default: int / QDQ | ORT default: run / QDQ | delta | edgekiln best | int / QDQ "
-             "| ORT best | run / QDQ | delta |",
+    lines = [("| model | edgekiln default: int / QDQ | ORT default: run / QDQ | delta | edgekiln best | int / QDQ "
+              "| ORT best | run / QDQ | delta |"),
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in data["rows"]:
         ek, ort, ek_best, ort_best = r["edgekiln_default"], r["ort_default"], r["edgekiln_best"], r["ort_best"]
-        lines.append(f"| {r['model']} | {db(ek, 'sqnr_integer')} / {db(ek, 'sqnr_qdq')} | {db(ort, 'sqnr_run')} / "
-                     f"{db(ort, 'sqnr_qdq')} | {delta(ek, ort)} | {ek_best['config']} | {db(ek_best, 'sqnr_integer')} / "
-                     f"{db(ek_best, 'sqnr_qdq')} | {ort_best['config']} | {db(ort_best, 'sqnr_run')} / "
-                     f"{db(ort_best, 'sqnr_qdq')} | {delta(ek_best, ort_best)} |")
+        cells = [r["model"], f"{db(ek, 'sqnr_integer')} / {db(ek, 'sqnr_qdq')}",
+                 f"{db(ort, 'sqnr_run')} / {db(ort, 'sqnr_qdq')}", delta(ek, ort), ek_best["config"],
+                 f"{db(ek_best, 'sqnr_integer')} / {db(ek_best, 'sqnr_qdq')}", ort_best["config"],
+                 f"{db(ort_best, 'sqnr_run')} / {db(ort_best, 'sqnr_qdq')}", delta(ek_best, ort_best)]
+        lines.append("| " + " | ".join(cells) + " |")
     costs = [r for r in data["rows"] if r.get("cost")]
     if costs:
-        lines += ["", "| model | calibration | time s: edgekiln / ORT | RSS peak MiB: edgekiln / ORT "
-                  "| tracemalloc peak MiB: edgekiln / ORT |", "| --- | --- | --- | --- | --- |"]
+        lines += ["", ("| model | calibration | time s: edgekiln / ORT | RSS peak MiB: edgekiln / ORT "
+                       "| tracemalloc peak MiB: edgekiln / ORT |"), "| --- | --- | --- | --- | --- |"]
         for r in costs:
             for method, ort_method in (("minmax", "MinMax"), ("entropy", "Entropy"), ("percentile", "Percentile")):
                 ek, ort = r["cost"].get(f"edgekiln/{method}"), r["cost"].get(f"ort/{ort_method}")
@@ -98,7 +99,8 @@ def quantization_sqnr(data: dict) -> str:
 
 def weight_bytes(data: dict) -> str:
     labels = list(data["rows"][0]["configs"]) if data["rows"] else []
-    lines = ["| model | FP32 KiB | " + " | ".join(labels) + " |", "| --- | --- | " + " | ".join("---" for _ in labels) + " |"]
+    lines = ["| model | FP32 KiB | " + " | ".join(labels) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in labels) + " |"]
     for r in data["rows"]:
         cells = [r["model"], f"{r['fp32_bytes'] / 1024:.1f}"]
         for label in labels:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import quantization_accuracy, quantization_sqnr, readme_tables, weight_bytes
+from benchmarks import (
+    quantization_accuracy,
+    quantization_sqnr,
+    readme_tables,
+    weight_bytes,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -197,17 +197,16 @@ def packed_weight_bytes(q: np.ndarray, precision: str) -> int:
 
     Per-channel precisions have one float32 scale per output channel (axis 0), grouped ones
     one float16 scale per group; "fp32" is 4 bytes per value and no scales; "int32" (a bias)
-    4 bytes per value plus one scale per value.
+    4 bytes per value and no scale: its scale is input scale x weight scale, which a backend
+    derives (integer kernels never read it: requantization multipliers carry it).
     """
     kind = precision_kind(precision)
     if kind not in _BITS:
         raise ValueError(f"unknown precision {precision!r}")
     size = int(np.size(q))
     value_bytes = math.ceil(size * _BITS[kind] / 8)
-    if kind == "fp32":
+    if kind in ("fp32", "int32"):
         return value_bytes
-    if kind == "int32":
-        return value_bytes + 4 * size
     group = group_size_of(precision)
     if group:
         return value_bytes + 2 * (size // group)
