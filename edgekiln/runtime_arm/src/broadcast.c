@@ -70,3 +70,22 @@ void ek_bcast_run(const ek_bcast *b, ek_bcast_row row, void *ctx) {
         if (d < 0) break;
     }
 }
+
+/* Matrix strides of `t`'s batch dims against the output's (right-aligned broadcasting). */
+int ek_matmul_batch_strides(const ek_tensor *t, int brank, const int64_t *bdims, int64_t *str) {
+    int trank = t->rank - 2;
+    if (trank > brank) return 0;
+    int64_t s = 1;
+    for (int d = brank - 1; d >= 0; d--) {
+        int td = d - (brank - trank);
+        if (td < 0) {
+            str[d] = 0;
+            continue;
+        }
+        int64_t n = t->dims[td];
+        if (n != bdims[d] && n != 1) return 0;
+        str[d] = n == 1 ? 0 : s;
+        s *= n;
+    }
+    return 1;
+}

@@ -19,4 +19,8 @@ typedef void (*ek_bcast_row)(void *ctx, const int64_t *off, const int64_t *step,
 int ek_bcast_init(ek_bcast *b, const ek_tensor *y, int nops, const ek_tensor *const *ops);
 void ek_bcast_run(const ek_bcast *b, ek_bcast_row row, void *ctx);
 
+/* MatMul: the matrix strides of `t`'s batch dims against the output's `brank` batch dims
+   `bdims` (right-aligned; 0 where `t` broadcasts).  0 when `t` does not broadcast. */
+int ek_matmul_batch_strides(const ek_tensor *t, int brank, const int64_t *bdims, int64_t *str);
+
 #endif

@@ -12,6 +12,7 @@
 
 #include "../ek_internal.h"
 #include "ek_activation.h"
+#include "ek_broadcast.h"
 
 typedef struct {
     const ek_tensor *a, *b, *bias, *res, *y;
@@ -27,24 +28,6 @@ typedef struct {
     const float *a, *b, *bias, *res;
     float *y;
 } fmatmul_run;
-
-static int batch_strides(const ek_tensor *t, int brank, const int64_t *bdims, int64_t *str) {
-    int trank = t->rank - 2;
-    if (trank > brank) return 0;
-    int64_t s = 1;
-    for (int d = brank - 1; d >= 0; d--) {
-        int td = d - (brank - trank);
-        if (td < 0) {
-            str[d] = 0;
-            continue;
-        }
-        int64_t n = t->dims[td];
-        if (n != bdims[d] && n != 1) return 0;
-        str[d] = n == 1 ? 0 : s;
-        s *= n;
-    }
-    return 1;
-}
 
 int ek_prepare_matmul(ek_model *m, ek_call *c, ek_err *e) {
     int rc = ek_check_arity(c, 2, 4, 1, e);
@@ -78,7 +61,8 @@ int ek_prepare_matmul(ek_model *m, ek_call *c, ek_err *e) {
         p->bdims[d] = y->dims[d];
         p->batches *= y->dims[d];
     }
-    if (!batch_strides(a, p->brank, p->bdims, p->astr) || !batch_strides(b, p->brank, p->bdims, p->bstr))
+    if (!ek_matmul_batch_strides(a, p->brank, p->bdims, p->astr) ||
+        !ek_matmul_batch_strides(b, p->brank, p->bdims, p->bstr))
         return ek_bad(e, c, "batch dims do not broadcast to the output's");
     if (p->bias && (p->bias->dtype != EK_DT_FLOAT32 || p->bias->count != p->N))
         return ek_bad(e, c, "bias must be float32 with N = %lld values", (long long)p->N);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "../ek_internal.h"
+#include "ek_broadcast.h"
 #include "ek_requant.h"
 
 typedef struct {
@@ -28,25 +29,6 @@ typedef struct {
     const int8_t *a, *b;
     int8_t *y;
 } qmatmul_run;
-
-/* Matrix strides of `t`'s batch dims against the output's (right-aligned broadcasting). */
-static int batch_strides(const ek_tensor *t, int brank, const int64_t *bdims, int64_t *str) {
-    int trank = t->rank - 2;
-    if (trank > brank) return 0;
-    int64_t s = 1;
-    for (int d = brank - 1; d >= 0; d--) {
-        int td = d - (brank - trank);
-        if (td < 0) {
-            str[d] = 0;
-            continue;
-        }
-        int64_t n = t->dims[td];
-        if (n != bdims[d] && n != 1) return 0;
-        str[d] = n == 1 ? 0 : s;
-        s *= n;
-    }
-    return 1;
-}
 
 int ek_prepare_qmatmul(ek_model *m, ek_call *c, ek_err *e) {
     int rc = ek_check_arity(c, 2, 2, 1, e);
@@ -73,7 +55,8 @@ int ek_prepare_qmatmul(ek_model *m, ek_call *c, ek_err *e) {
         p->bdims[d] = y->dims[d];
         p->batches *= y->dims[d];
     }
-    if (!batch_strides(a, p->brank, p->bdims, p->astr) || !batch_strides(b, p->brank, p->bdims, p->bstr))
+    if (!ek_matmul_batch_strides(a, p->brank, p->bdims, p->astr) ||
+        !ek_matmul_batch_strides(b, p->brank, p->bdims, p->bstr))
         return ek_bad(e, c, "batch dims do not broadcast to the output's");
     int64_t v;
     if ((rc = ek_attr_int(c, EK_ATTR_A_ZP, 1, 0, -128, 127, &v, e))) return rc;
