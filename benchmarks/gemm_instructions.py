@@ -17,7 +17,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tests.runtime_arm.test_gemm_kernels import AARCH64_CC, AARCH64_FLAGS, HERE, build_driver, count_instructions
+from edgekiln.backends.arm_cpu.insn_plugin import build_plugin
+from tests.runtime_arm.test_gemm_kernels import (
+    AARCH64_CC,
+    AARCH64_FLAGS,
+    build_driver,
+    count_instructions,
+)
 
 RESULTS = Path(__file__).parent / "results" / "gemm_instructions.json"
 SHAPES = [(64, 64, 576), (1, 1000, 1280), (256, 16, 27)]
@@ -25,14 +31,10 @@ ISAS = ["c", "neon", "dotprod", "i8mm"]
 
 
 def main() -> None:
-    import subprocess
-
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         driver = build_driver(AARCH64_CC, AARCH64_FLAGS, Path(tmp) / "gemm", ["-static"])
-        plugin = Path(tmp) / "libinsn.so"
-        subprocess.run(["gcc", "-std=c99", "-O2", "-shared", "-fPIC", str(HERE / "qemu_insn_plugin.c"), "-o",
-                        str(plugin)], check=True)
+        plugin = build_plugin()  # edgekiln/runtime_arm/tools/qemu_insn_plugin.c, cached
         for shape in SHAPES:
             counts = {isa: count_instructions(driver, plugin, isa, shape) for isa in ISAS}
             rows.append({"m": shape[0], "n": shape[1], "k": shape[2], "instructions": counts})

@@ -4,8 +4,8 @@
 
 For `lenet_mnist` (MNIST, 1000 held out) and `digits_cnn` (sklearn digits, 360 held out):
 FP32, W8A8, W4A8 (int4 groups of 32 and 64), ternary (per channel and groups of 32), all
-post-training: `--calib` images of the TRAINING split calibrate (minmax, no extras), the
-whole held-out split evaluates (`--eval` takes its first N instead).  Each quantized model is
+post-training: `--calib` images of the TRAINING split calibrate (`QuantOptions` defaults: mse
+ranges, bias correction, float graph outputs), the whole held-out split evaluates (`--eval` takes its first N instead).  Each quantized model is
 scored twice on the same images: the integer reference interpreter (`artifact.run`, what an
 artifact computes) and the QDQ float reference (`result.graph` in onnxruntime, optimizations
 off).
@@ -41,6 +41,7 @@ from benchmarks.quantization_data import (
     heldout_labels,
     ort_runner,
     outputs,
+    scoring_target,
     sqnr_db,
     top1,
 )
@@ -56,7 +57,7 @@ MAX_KEEP_FLOAT = 2
 def quantize(name: str, precision: str, calib: list, keep_float: tuple[str, ...] = (),
              guard: bool | None = None) -> CompileResult:
     options = QuantOptions(quant=precision, calib=calib, keep_float=keep_float, keep_first_last_int8=guard)
-    return compile_model(model_path(name), "host", input_shapes=input_shapes(name), quantization=options,
+    return compile_model(model_path(name), scoring_target(), check_ops=False, input_shapes=input_shapes(name), quantization=options,
                          progress=False)
 
 
@@ -179,7 +180,8 @@ def main() -> None:
             rows += measure(name, args.calib, args.eval, keep_float=args.keep_float, progress=progress)
     Console(width=180).print(render(rows))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    setup = {"calibration": f"{args.calib} training-split images, minmax, no equalization / bias correction",
+    setup = {"calibration": f"{args.calib} training-split images, QuantOptions defaults (mse ranges, bias correction, "
+                          "float graph outputs)",
              "evaluation": "held-out split" + (f", first {args.eval}" if args.eval else ", all images"),
              "integer": "artifact.run (integer reference interpreter)",
              "qdq": "result.graph in onnxruntime, graph optimizations off"}

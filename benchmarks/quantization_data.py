@@ -31,6 +31,22 @@ Feeds = dict[str, np.ndarray]
 CALIBRATION_SEED_BASE = 1000
 
 
+def scoring_target():
+    """The host target with its pipeline and precisions, lowered to the integer Program only.
+
+    Quantized artifacts are scored with the integer reference interpreter, the definition of a
+    correct output that every backend matches bit for bit (tests/backends/arm_cpu); building the
+    C runtime for each of the hundreds of compiles a benchmark makes would measure nothing more.
+    The mobile_gpu backend runs the same quantized stages as arm_cpu and builds nothing; compile
+    with `check_ops=False` (its op-support check is the GPU's, not the host's).
+    """
+    from dataclasses import replace
+
+    from edgekiln.compiler.target import get_target
+
+    return replace(get_target("host"), backend="mobile_gpu")
+
+
 def training_images(name: str) -> np.ndarray:
     """The training split of trained zoo model `name` (float32 NCHW), as tests.zoo.training split it."""
     from tests.zoo.training import RECIPES

@@ -72,13 +72,17 @@ def quantization_sqnr(data: dict) -> str:
             return "-"
         return f"{ek['sqnr_integer'] - ort['sqnr_run']:+.2f} / {ek['sqnr_qdq'] - ort['sqnr_qdq']:+.2f}"
 
-    lines = [("| model | edgekiln default: int / QDQ | ORT default: run / QDQ | delta | edgekiln best | int / QDQ "
-              "| ORT best | run / QDQ | delta |"),
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [("| model | edgekiln default: int / QDQ | ORT default: run / QDQ | delta | edgekiln legacy: int (delta) "
+              "| edgekiln best | int / QDQ | ORT best | run / QDQ | delta |"),
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in data["rows"]:
         ek, ort, ek_best, ort_best = r["edgekiln_default"], r["ort_default"], r["edgekiln_best"], r["ort_best"]
+        legacy = r.get("edgekiln_legacy", {})
+        legacy_delta = (f" ({legacy['sqnr_integer'] - ort['sqnr_run']:+.2f})"
+                        if "sqnr_integer" in legacy and "sqnr_run" in ort else "")
         cells = [r["model"], f"{db(ek, 'sqnr_integer')} / {db(ek, 'sqnr_qdq')}",
-                 f"{db(ort, 'sqnr_run')} / {db(ort, 'sqnr_qdq')}", delta(ek, ort), ek_best["config"],
+                 f"{db(ort, 'sqnr_run')} / {db(ort, 'sqnr_qdq')}", delta(ek, ort),
+                 f"{db(legacy, 'sqnr_integer')}{legacy_delta}", ek_best["config"],
                  f"{db(ek_best, 'sqnr_integer')} / {db(ek_best, 'sqnr_qdq')}", ort_best["config"],
                  f"{db(ort_best, 'sqnr_run')} / {db(ort_best, 'sqnr_qdq')}", delta(ek_best, ort_best)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -108,6 +112,17 @@ def weight_bytes(data: dict) -> str:
             mark = "" if c["meets_bar"] else f" (over {c['bar']}x)"
             cells.append(f"{c['total'] / 1024:.1f} KiB, {c['ratio']:.3f}x{mark}")
         lines.append("| " + " | ".join(cells) + " |")
+    if data["rows"] and "artifact" in data["rows"][0]["configs"][labels[0]]:
+        lines += ["", "| model | " + " | ".join(f"{label}: artifact / floor" for label in labels) + " |",
+                  "| --- | " + " | ".join("---" for _ in labels) + " |"]
+        for r in data["rows"]:
+            cells = [r["model"]]
+            for label in labels:
+                c = r["configs"][label]
+                mark = "" if c["bar_possible"] else " (floor over the bar)"
+                cells.append(f"{c['artifact_ratio']:.3f}x / {c['floor_ratio']:.3f}x{mark}, "
+                             f"{c['floor']['impossible_layers']}/{c['floor']['layers']} layers impossible")
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

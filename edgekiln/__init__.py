@@ -25,7 +25,10 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, quant: str 
     target cannot run; default True), `progress`.  Quantization: `quant` ("int8", "int4:g64",
     "ternary", "w4a16:g64") with `calib` (a path, "synthetic", an array or an iterable of
     samples) and any other `QuantOptions` field (`calib_method`, `weights`, `keep_float`,
-    `equalize`, `bias_correction`, ...).  The artifact is in memory until `.save(path)`.
+    `equalize`, `bias_correction`, ...).  Pruning: `prune` ("channels:0.3[:l1|l2|bn|data]" and
+    "PATTERN=RATIO" overrides), `sparsity` ("2:4", "1:4", 0.7, "PATTERN=SPEC"), `prune_exclude`,
+    `refit` (default True), `prune_calib` (default: `calib`); see `compiler/prune_options.py`.
+    The artifact is in memory until `.save(path)`.
     """
     from dataclasses import fields
 
@@ -42,7 +45,19 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, quant: str 
         quantization = QuantOptions(quant=quant, calib=calib, **quant_kwargs)
     elif calib is not None or quant_kwargs:
         raise EdgekilnError("calib and the other quantization options need quant='int8' (or another precision)")
-    return compile_model(model, target, quantization=quantization, **options).artifact
+    pruning = _prune_options(options)
+    return compile_model(model, target, quantization=quantization, pruning=pruning, **options).artifact
+
+
+def _prune_options(options: dict[str, Any]) -> Any:
+    """Pops the pruning keywords out of `options` into a `PruneOptions` (None when nothing asks to prune)."""
+    from edgekiln.compiler.prune_options import PruneOptions
+
+    fields = {"refit": options.pop("refit", True), "calib": options.pop("prune_calib", None)}
+    if "prune_calib_samples" in options:
+        fields["calib_samples"] = options.pop("prune_calib_samples")
+    return PruneOptions.parse(options.pop("prune", None), options.pop("sparsity", None),
+                              options.pop("prune_exclude", None), **fields)
 
 
 def load(path: str | os.PathLike) -> Artifact:

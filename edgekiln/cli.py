@@ -75,7 +75,14 @@ input_shape_option = click.option(
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the report as JSON here.")
 def inspect(model: Path, input_shapes: tuple[str, ...], target_names: tuple[str, ...], all_layers: bool,
             json_path: Path | None) -> None:
-    """Ops, parameters, MACs per layer, dynamic dims and per-target op support of MODEL."""
+    """Ops, parameters, MACs per layer, dynamic dims and per-target op support of MODEL.
+
+    A .tflite MODEL, or --target edgetpu, gives the Edge TPU partition report (per op TPU or CPU and why)."""
+    from edgekiln.backends.edgetpu.report_cli import edgetpu_report_requested, show_edgetpu_report
+
+    if edgetpu_report_requested(model, target_names):
+        show_edgetpu_report(console, model, input_shapes, target_names, all_layers, json_path)
+        return
     from edgekiln.compiler.frontend import load_model
     from edgekiln.compiler.input_shapes import parse_input_shapes
     from edgekiln.compiler.inspect_report import inspect_model
@@ -98,7 +105,7 @@ def quant_options(command):
         click.option("--calib", metavar="DATA",
                      help="Calibration data: .npy/.npz file, folder of .npy files or images, or 'synthetic[:N]' "
                           "(data-free)."),
-        click.option("--calib-method", default="minmax", show_default=True, metavar="METHOD",
+        click.option("--calib-method", default="mse", show_default=True, metavar="METHOD",
                      help="Activation ranges: minmax, percentile[:99.99], entropy (KL), mse."),
         click.option("--calib-samples", type=int,
                      help="Use at most this many calibration samples (synthetic: how many)."),
@@ -113,7 +120,11 @@ def quant_options(command):
         click.option("--weight-method", type=click.Choice(["minmax", "mse"]), default="minmax", show_default=True,
                      help="Weight clipping: max|w|, or the clip that minimizes weight MSE."),
         click.option("--equalize", is_flag=True, help="Cross-layer equalization before quantizing (depthwise models)."),
-        click.option("--bias-correction", is_flag=True, help="Correct the bias shift quantized weights cause."),
+        click.option("--bias-correction/--no-bias-correction", default=None,
+                     help="Correct the bias shift quantized weights cause (on by default)."),
+        click.option("--int8-outputs", is_flag=True,
+                     help="Quantize the model's outputs to int8 too (by default a Conv/Gemm/MatMul writing a graph "
+                          "output keeps it float: exact accumulator times one scale)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -122,13 +133,35 @@ def quant_options(command):
 
 def _quant_options_from(quant: str | None, calib: str | None, calib_method: str, calib_samples: int | None,
                         preprocess: str | None, weight_rules: tuple[str, ...], keep_float: tuple[str, ...],
-                        quant_config: Path | None, weight_method: str, equalize: bool, bias_correction: bool):
+                        quant_config: Path | None, weight_method: str, equalize: bool, bias_correction: bool | None,
+                        int8_outputs: bool = False):
     from edgekiln.compiler.quant_options import QuantOptions
 
+    # --bias-correction / --no-bias-correction given: that; neither: QuantOptions' default.
+    chosen = {} if bias_correction is None else {"bias_correction": bias_correction}
     return QuantOptions(quant=quant or "int8", calib=calib, calib_method=calib_method, weights=weight_rules,
                         keep_float=keep_float, config_file=str(quant_config) if quant_config else None,
-                        weight_method=weight_method, equalize=equalize, bias_correction=bias_correction,
-                        preprocessing=preprocess, calib_samples=calib_samples)
+                        weight_method=weight_method, equalize=equalize, preprocessing=preprocess,
+                        calib_samples=calib_samples, float_outputs=not int8_outputs, **chosen)
+
+
+def prune_options(command):
+    """The pruning options of `compile` (parsed by `PruneOptions.parse`, like the Python API's keywords)."""
+    options = [
+        click.option("--prune", "prune_rules", multiple=True, metavar="channels:RATIO[:METHOD]|PATTERN=RATIO",
+                     help="Structured channel pruning, e.g. channels:0.3 (importance l1, l2, bn or data); "
+                          "PATTERN=RATIO overrides the ratio for matching node names (glob or op:Type)."),
+        click.option("--sparsity", "sparsity_rules", multiple=True, metavar="N:M|RATIO|PATTERN=SPEC",
+                     help="Weight sparsity: 2:4, 1:4 or a magnitude ratio like 0.7; PATTERN=SPEC per layer."),
+        click.option("--prune-exclude", multiple=True, metavar="PATTERN",
+                     help="Nodes (glob or op:Type) that pruning and sparsity leave alone."),
+        click.option("--refit/--no-refit", default=True, show_default=True,
+                     help="Least-squares re-fit of the layer after each pruned channel group."),
+        click.option("--prune-calib", metavar="DATA", help="Calibration data for pruning (default: --calib's)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 @main.command("compile")
@@ -138,19 +171,33 @@ def _quant_options_from(quant: str | None, calib: str | None, calib_method: str,
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True,
               help="Artifact folder to write (with --emit onnx: the .onnx file).")
 @input_shape_option
-@click.option("--emit", type=click.Choice(["artifact", "onnx"]), default="artifact", show_default=True,
-              help="artifact: the deployable folder; onnx: only the optimized ONNX model.")
+@click.option("--emit", type=click.Choice(["artifact", "onnx", "c-library"]), default="artifact", show_default=True,
+              help="artifact: the deployable folder; onnx: only the optimized ONNX model; c-library: a static "
+                   "library + header + example for embedding (arm_cpu targets).")
 @click.option("--explain", is_flag=True, help="Print what each pass did and why it did not fire elsewhere.")
 @click.option("--force", is_flag=True, help="Replace the output if it exists.")
 @click.option("--toolchain", metavar="CC", help="C compiler for the target's runtime (default: $CC, else the "
-                                                 "Debian cross compiler, e.g. aarch64-linux-gnu-gcc).")
+                                                 "Debian cross compiler, e.g. aarch64-linux-gnu-gcc; "
+                                                 "arm-linux-gnueabihf-gcc for armv7 targets such as cortex-a7). "
+                                                 "Also: clang, or an Android NDK clang such as "
+                                                 "aarch64-linux-android21-clang (path, or found under "
+                                                 "$ANDROID_NDK_HOME).")
+@click.option("--float-io", is_flag=True, help="edgetpu: float model input/output (QUANTIZE/DEQUANTIZE at the "
+                                               "edges of the .tflite) instead of int8.")
+@click.option("--cpu-tail", is_flag=True, help="edgetpu: split the ops the Edge TPU cannot run off the end of the "
+                                               "model into cpu_tail.onnx (run it on the host after the .tflite).")
 @quant_options
+@prune_options
 def compile_command(model: Path, target_name: str, output: Path, input_shapes: tuple[str, ...], emit: str,
-                    explain: bool, force: bool, toolchain: str | None, quant: str | None, calib: str | None,
+                    explain: bool, force: bool, toolchain: str | None, float_io: bool, cpu_tail: bool,
+                    quant: str | None,
+                    calib: str | None,
                     calib_method: str,
                     calib_samples: int | None, preprocess: str | None, weight_rules: tuple[str, ...],
                     keep_float: tuple[str, ...], quant_config: Path | None, weight_method: str, equalize: bool,
-                    bias_correction: bool) -> None:
+                    bias_correction: bool, int8_outputs: bool = False, prune_rules: tuple[str, ...] = (),
+                    sparsity_rules: tuple[str, ...] = (),
+                    prune_exclude: tuple[str, ...] = (), refit: bool = True, prune_calib: str | None = None) -> None:
     """Compile MODEL (.onnx) for a target device."""
     from edgekiln.compiler.compile import compile_model
     from edgekiln.compiler.onnx_file import save_onnx_atomically
@@ -160,19 +207,28 @@ def compile_command(model: Path, target_name: str, output: Path, input_shapes: t
     quantization = None
     if quant is not None or quant_config is not None:
         quantization = _quant_options_from(quant, calib, calib_method, calib_samples, preprocess, weight_rules,
-                                           keep_float, quant_config, weight_method, equalize, bias_correction)
+                                           keep_float, quant_config, weight_method, equalize, bias_correction,
+                                           int8_outputs)
     elif calib or weight_rules or keep_float or equalize or bias_correction:
         raise OptionError("--calib, --weights, --keep-float, --equalize and --bias-correction apply to a quantized "
                           "compile; add --quant int8 (or another precision)")
+    from edgekiln.compiler.prune_options import PruneOptions
+
+    pruning = PruneOptions.parse(prune_rules, sparsity_rules, prune_exclude, refit=refit, calib=prune_calib)
     # No spinner while quantizing: calibration draws its own progress bar.
     status = err_console.status(f"compiling {model.name} for {target_name}") if quantization is None else nullcontext()
     with status:
         result = compile_model(model, target_name, input_shapes=input_shapes, quantization=quantization,
-                               toolchain=toolchain)
+                               toolchain=toolchain, pruning=pruning, float_io=float_io, cpu_tail=cpu_tail)
     if explain:
         console.print(result.trace.render(), soft_wrap=True, markup=False)
     if emit == "onnx":
         save_onnx_atomically(result.graph, output, force=force)
+    elif emit == "c-library":
+        from edgekiln.backends.arm_cpu.c_library import write_c_library
+
+        with err_console.status("building the C library"):
+            write_c_library(result.artifact, output, toolchain=toolchain, force=force)
     else:
         result.artifact.save(output, force=force)
     _print_compile_summary(result, output, emit)
@@ -194,7 +250,8 @@ def _print_compile_summary(result, output: Path, emit: str) -> None:
     if precisions:
         console.print("precision   " + ", ".join(f"{n} {p}" for p, n in sorted(precisions.items())) + " layer(s)")
     console.print(f"runs with   {manifest['runner']}")
-    console.print(f"wrote       {output} ({'optimized ONNX' if emit == 'onnx' else 'artifact'})")
+    kind = {"onnx": "optimized ONNX", "c-library": "C library: make -C " + str(output)}.get(emit, "artifact")
+    console.print(f"wrote       {output} ({kind})")
 
 
 @main.command("quant-report")
@@ -217,8 +274,8 @@ def _print_compile_summary(result, output: Path, emit: str) -> None:
 def quant_report(model: Path, output: Path | None, target_name: str, input_shapes: tuple[str, ...],
                  quant: str | None, calib: str | None, calib_method: str, calib_samples: int | None,
                  preprocess: str | None, weight_rules: tuple[str, ...], keep_float: tuple[str, ...],
-                 quant_config: Path | None, weight_method: str, equalize: bool, bias_correction: bool,
-                 auto_keep_float: int | None, target_sqnr: float | None, eval_samples: int,
+                 quant_config: Path | None, weight_method: str, equalize: bool, bias_correction: bool | None,
+                 int8_outputs: bool, auto_keep_float: int | None, target_sqnr: float | None, eval_samples: int,
                  max_sensitivity_layers: int, force: bool) -> None:
     """Find the layers that lose accuracy when MODEL is quantized, and what to do about it."""
     from edgekiln.quantization.debugger import analyze
@@ -228,7 +285,8 @@ def quant_report(model: Path, output: Path | None, target_name: str, input_shape
     if output.exists() and not force:
         raise OptionError(f"output {output} already exists; choose another path or pass --force to replace it")
     quantization = _quant_options_from(quant, calib, calib_method, calib_samples, preprocess, weight_rules,
-                                       keep_float, quant_config, weight_method, equalize, bias_correction)
+                                       keep_float, quant_config, weight_method, equalize, bias_correction,
+                                       int8_outputs)
     report = analyze(model, quantization, target=target_name, input_shapes=input_shapes or None,
                      eval_samples=eval_samples, max_sensitivity_layers=max_sensitivity_layers,
                      auto_keep_float=auto_keep_float, target_sqnr=target_sqnr, model_label=str(model))
@@ -276,13 +334,28 @@ def _print_quant_report(report, output: Path) -> None:
               help="Input data: x.npy for a one-input model, NAME=FILE.npy per input, or one .npz.")
 @click.option("--output", "-o", type=click.Path(path_type=Path),
               help="Write outputs here: .npy (one output) or .npz (all outputs by name).")
-def run(artifact: Path, input_specs: tuple[str, ...], output: Path | None) -> None:
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Threads of the arm_cpu runtime.")
+@click.option("--device", "-d", metavar="DEVICE",
+              help="Where an arm_cpu artifact runs: local, qemu[:CPU], ssh://USER@HOST[:PORT], adb[:SERIAL] "
+                   "(default: local for host artifacts, qemu for ARM ones).")
+def run(artifact: Path, input_specs: tuple[str, ...], output: Path | None, threads: int = 1,
+        device: str | None = None) -> None:
     """Run a compiled ARTIFACT on input data."""
     from edgekiln.compiler.artifact import Artifact
 
     loaded = Artifact.load(artifact)
     inputs = _read_inputs(input_specs, [s["name"] for s in loaded.input_specs])
-    outputs = loaded.run(inputs)
+    if loaded.manifest["runner"] == "arm_cpu":
+        from edgekiln.backends.arm_cpu.runner import ArmCpuRunner
+
+        runner = ArmCpuRunner(loaded.files, loaded.manifest, transport=device)
+        outputs = runner.run(loaded._check_inputs(inputs), threads=threads)
+    elif device is not None or threads != 1:
+        raise OptionError(f"--device and --threads apply to arm_cpu artifacts; this one runs with "
+                          f"{loaded.manifest['runner']}")
+    else:
+        outputs = loaded.run(inputs)
     for name, value in outputs.items():
         flat = value.reshape(-1)
         preview = np.array2string(flat[:6], precision=4, separator=", ")
@@ -293,6 +366,40 @@ def run(artifact: Path, input_specs: tuple[str, ...], output: Path | None) -> No
             console.print(f"{name}: top-1 class {int(np.argmax(value))} (score {float(np.max(value)):.4f})")
     if output is not None:
         _write_outputs(output, outputs)
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--device", "-d", metavar="DEVICE",
+              help="local, qemu[:CPU], ssh://USER@HOST[:PORT] or adb[:SERIAL] (default: local for host "
+                   "artifacts, qemu with the target's CPU model for ARM ones).")
+@click.option("--repeat", type=click.IntRange(min=1), default=10, show_default=True, help="Timed runs.")
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="Untimed runs first.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Runtime threads.")
+@click.option("--measure", type=click.Choice(["time", "instructions"]),
+              help="Cost per call: wall time, or guest instructions under qemu (default: instructions under "
+                   "qemu, time elsewhere).")
+@click.option("--isa", default="auto", show_default=True, help="GEMM path: auto, c, neon, dotprod, i8mm, avx2.")
+@click.option("--input", "-i", "input_specs", multiple=True, metavar="[NAME=]FILE",
+              help="Input data (.npy/.npz); default: seeded random data of the input shapes.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the report as JSON here.")
+@click.option("--top", type=int, default=20, show_default=True, help="Rows of the per-op table (0: all).")
+def bench(artifact: Path, device: str | None, repeat: int, warmup: int, threads: int, measure: str | None,
+          isa: str, input_specs: tuple[str, ...], json_path: Path | None, top: int) -> None:
+    """Latency, memory and a per-op profile of a compiled ARTIFACT on a device."""
+    from edgekiln.compiler.artifact import Artifact
+    from edgekiln.compiler.onnx_file import write_atomically
+    from edgekiln.profiler.bench_artifact import bench_artifact
+
+    loaded = Artifact.load(artifact)
+    inputs = _read_inputs(input_specs, [s["name"] for s in loaded.input_specs]) if input_specs else None
+    with err_console.status(f"benchmarking {artifact} ({measure or 'default measure'})"):
+        report = bench_artifact(loaded, device=device, repeat=repeat, warmup=warmup, threads=threads,
+                                measure=measure, isa=isa, inputs=inputs)
+    report.render(console, top=top or None)
+    if json_path is not None:
+        write_atomically(json_path, report.to_json().encode())
+        console.print(f"wrote {json_path}")
 
 
 def _read_inputs(specs: tuple[str, ...], input_names: list[str]) -> dict[str, np.ndarray]:

@@ -5,7 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debian_packages=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user pocl-opencl-icd ocl-icd-opencl-dev)
+# openssh-server/-client: the ssh transport test runs against a loopback sshd; make builds the
+# --emit c-library example.  gcc-arm-linux-gnueabihf + libc6-dev-armhf-cross (only recommended, so
+# named): the 32-bit armv7 runtime (target cortex-a7, run by qemu-arm); clang: --toolchain clang.
+debian_packages=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user pocl-opencl-icd ocl-icd-opencl-dev
+                 openssh-server openssh-client make gcc-arm-linux-gnueabihf libc6-dev-armhf-cross clang)
 missing=()
 for package in "${debian_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -34,15 +34,16 @@ def test_accuracy_benchmark_rows_and_mixed_precision():
 
 
 def test_sqnr_benchmark_against_onnxruntime_with_cost():
-    row = quantization_sqnr.measure("digits_cnn", calib_count=8, eval_count=8, edgekiln_methods=("minmax",),
+    row = quantization_sqnr.measure("digits_cnn", calib_count=8, eval_count=8, edgekiln_methods=("mse",),
                                     ort_methods=("MinMax",), cost_methods=("minmax",))
-    assert len(row["edgekiln_grid"]) == 4 and len(row["ort_grid"]) == 1
+    # mse x equalize x bias correction, with float outputs, + the legacy configuration
+    assert len(row["edgekiln_grid"]) == 5 and len(row["ort_grid"]) == 1
     assert all("error" not in r for r in [*row["edgekiln_grid"], *row["ort_grid"]])
-    ek, ort = row["edgekiln_default"], row["ort_default"]
-    assert ek["config"] == "minmax" and ort["config"] == "MinMax"
+    ek, ort, legacy = row["edgekiln_default"], row["ort_default"], row["edgekiln_legacy"]
+    assert ek["config"] == "mse+bias-corr" and ort["config"] == "MinMax"
+    assert legacy["config"] == "minmax+int8-outputs" and abs(legacy["sqnr_qdq"] - ort["sqnr_qdq"]) < 3
     # Same data, same W8A8 scheme on a small CNN: both well above 25 dB and within a few dB of each other.
     assert 25 < ek["sqnr_integer"] < 80 and 25 < ort["sqnr_run"] < 80
-    assert abs(ek["sqnr_qdq"] - ort["sqnr_qdq"]) < 3
     assert row["edgekiln_best"]["sqnr_integer"] >= ek["sqnr_integer"]
     for key in ("edgekiln/minmax", "ort/MinMax"):
         cost = row["cost"][key]
@@ -64,5 +65,10 @@ def test_weight_bytes_benchmark_counts_every_parameter():
     assert 4 * int8["value_bytes"] + int8["bias_bytes"] == row["fp32_bytes"]
     assert int8["value_bytes"] / 4 <= ternary["value_bytes"] <= int8["value_bytes"] / 4 + 3  # 2 bits, per tensor
     assert ternary["ratio"] < int8["ratio"] < 0.3
+    # What the program stores: the same values and biases, plus an int32 multiplier and shift per channel.
+    stored = int8["artifact"]
+    assert stored["quantized"] == int8["value_bytes"] and stored["bias"] == int8["bias_bytes"]
+    assert stored["multiplier"] == stored["bias"] and 0 < stored["shift"] < stored["bias"]  # the head has no shift
+    assert int8["floor"]["floor_bytes"] == int8["value_bytes"] + int8["bias_bytes"] <= stored["total"]
     markdown = readme_tables.weight_bytes({"rows": [row]})
     assert "| digits_cnn |" in markdown and "int8 | ternary no guard |" in markdown

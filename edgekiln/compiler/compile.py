@@ -30,9 +30,10 @@ from edgekiln.compiler.op_support import unsupported_nodes
 from edgekiln.compiler.pass_manager import PassManager
 from edgekiln.compiler.pipelines import quantized_stages_for, stages_for
 from edgekiln.compiler.program import Program
+from edgekiln.compiler.prune_options import PruneOptions
 from edgekiln.compiler.quant_options import QuantOptions
 from edgekiln.compiler.target import Target, get_target
-from edgekiln.errors import UnsupportedOpError
+from edgekiln.errors import OptionError, UnsupportedOpError
 
 # Until a target's backend ships its native runner, float artifacts run in onnxruntime and
 # quantized ones in the integer reference interpreter.
@@ -49,22 +50,55 @@ class CompileResult:
 
 def compile_model(model: str | os.PathLike | onnx.ModelProto, target: str | Target = "host", *,
                   input_shapes: Any = None, check_ops: bool = True, quantization: QuantOptions | None = None,
-                  progress: bool = True, toolchain: str | None = None) -> CompileResult:
+                  progress: bool = True, toolchain: str | None = None,
+                  pruning: PruneOptions | None = None, float_io: bool = False,
+                  cpu_tail: bool = False) -> CompileResult:
     """Compile `model` for `target`; see `edgekiln.compile` for the user-facing wrapper."""
     from edgekiln import __version__
 
     target = target if isinstance(target, Target) else get_target(target)
+    if target.backend == "edgetpu":  # int8 TFLite only: refuse a float / low-bit compile before any work
+        from edgekiln.backends.edgetpu.backend import check_options
+
+        check_options(quantization, target.name)
     shapes = parse_input_shapes(input_shapes)
     trace = ExplainTrace()
+    if target.backend == "edgetpu":  # static shapes only: a dynamic batch becomes 1
+        from edgekiln.passes.pin_batch_to_one import batch_one_shapes
+
+        shapes = batch_one_shapes(model, shapes, trace)
     model_name, model_hash, graph = _load(model, shapes, trace)
     if quantization is None:
         stages = stages_for(target.backend)
     else:
         stages = quantized_stages_for(target.backend, equalize=quantization.equalize)
+    if pruning is not None and pruning.prunes_channels:
+        # Before any folding: groups are simplest on plain ONNX ops, BatchNorm gamma is still
+        # there to rank channels, and the smaller model then takes the same passes as any other.
+        from edgekiln.pruning.prune_stage import prune_channels
+
+        graph = prune_channels(graph, pruning, trace, quantization=quantization, progress=progress)
     # Data-free calibration matches the BatchNorm statistics, which folding removes.
     unfolded = graph.clone() if quantization is not None and str(quantization.calib).startswith("synthetic") else None
     for stage in stages:
         graph = PassManager(stage.passes, stage=stage.name).run(graph, trace)
+    if pruning is not None and pruning.sparsifies:
+        # After the float stages: BatchNorm is folded, so the zeros written are the final weights' zeros.
+        from edgekiln.pruning.sparsity_stage import sparsify_graph
+
+        graph = sparsify_graph(graph, pruning, trace)
+    tail_files: dict[str, bytes] = {}
+    if cpu_tail and target.backend != "edgetpu":
+        raise OptionError(f"--cpu-tail splits a model for the Edge TPU; target {target.name} runs every op itself "
+                          "(drop --cpu-tail, or use --target edgetpu)")
+    if cpu_tail:  # unsupported ops at the end -> cpu_tail.onnx
+        from edgekiln.backends.edgetpu.rewrites_cpu_tail import split_cpu_tail
+
+        split = split_cpu_tail(graph, target.backend)
+        trace.note(split.describe())
+        graph = split.head
+        if split.tail is not None:
+            tail_files["cpu_tail.onnx"] = split.tail.SerializeToString(deterministic=True)
     if check_ops:
         _refuse_unsupported(graph, target)
     if quantization is None:
@@ -75,15 +109,52 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto, target: str | Targ
 
         graph = quantize_graph(graph, quantization, target, trace, unfolded=unfolded, progress=progress)
         program, runner = lower_quantized_graph(graph), INTEGER_RUNNER
+        if target.backend == "arm_cpu":  # its runtime runs each inverted-residual block as one tiled kernel
+            from edgekiln.compiler.fused_block_lowering import (
+                fuse_inverted_residual_blocks,
+            )
+
+            notes: list[str] = []
+            program = fuse_inverted_residual_blocks(program, notes)
+            for note in notes:
+                trace.note(note)
     files = {"model.onnx": graph.to_bytes(), **program_files(program)}
+    sparse_decisions: list = []  # arm_cpu: the layers the sparse-kernel cost model looked at
     if target.backend == "arm_cpu":  # the C runtime: model blob + runner executable (toolchain: the C compiler)
         from edgekiln.backends.arm_cpu.backend import lower as lower_arm_cpu
 
-        files.update(lower_arm_cpu(program, target, {"toolchain": toolchain}))
+        from edgekiln.pruning.sparsity_kernels import choose_sparse_kernels
+
+        # Per layer, a sparse kernel where the cost model says it beats the dense one.
+        sparse_plan, sparse_decisions = choose_sparse_kernels(program, target)
+        for decision in sparse_decisions:
+            if decision.reported:
+                trace.note(decision.describe())
+        files.update(lower_arm_cpu(program, target, {"toolchain": toolchain, "sparse_plan": sparse_plan}))
         runner = "arm_cpu"
+    if target.backend == "edgetpu":  # the fully int8 model.tflite, run in LiteRT
+        from edgekiln.backends.edgetpu.backend import lower as lower_edgetpu
+
+        files.update(lower_edgetpu(program, target, {"float_io": float_io}))
+        runner = "litert"
+        from edgekiln.backends.edgetpu.report_files import edgetpu_report_files
+
+        report_files, _, report_notes = edgetpu_report_files(files["model.tflite"], target)
+        files.update(report_files)
+        files.update(tail_files)
+        for note in report_notes:
+            trace.note(note)
     options: dict[str, Any] = {"input_shapes": {k: list(v) for k, v in sorted(shapes.items())}}
     if quantization is not None:
         options["quantization"] = quantization.to_manifest()
+    if pruning is not None:
+        options["pruning"] = pruning.to_manifest()
+    if any(d.reported for d in sparse_decisions):
+        options["sparse_kernels"] = [d.to_manifest() for d in sparse_decisions if d.reported]
+    if float_io:
+        options["float_io"] = True
+    if tail_files:
+        options["cpu_tail"] = "cpu_tail.onnx"
     manifest = build_manifest(model_name=model_name, model_sha256=model_hash, target=target, options=options,
                               program=program, runner=runner, files=files, version=__version__)
     return CompileResult(Artifact(manifest, files), graph, program, trace)

@@ -26,6 +26,12 @@ Integer primitives (all intermediate values are exact in int64)
 A real multiplier M becomes (m, sh) through `requantize.quantize_multiplier` (M ≈ m·2^−(31+sh)).
 Per-channel (m, sh) are int32 constant operands `multiplier`, `shift`; per-tensor ones are attrs.
 
+A float model output of a weighted layer (QuantizeGraphPass `float_outputs`) is no new kernel:
+lowering spells it with `Dequantize` (scale 1: x_q − zp), `DequantizeWeight` (scale 1: W_q), the
+layer's float op with the bias as float32 integers, and a float `Mul` by s_in·s_w[o].  Every value
+the float op sums is an integer and |b_q| + 255·Σ|W_q| < 2^24 is checked per channel, so the
+float accumulator is the exact integer accumulator and only the final multiply rounds, once.
+
 Weight-reading kernels (QConv2D, QDepthwiseConv2D, QConvTranspose2D, QFullyConnected)
 ---------------------------------------------------------------------------------------
 For output channel o, with K the reduction (input channel within the group × kernel window):

@@ -32,6 +32,18 @@ Which nodes become which kernel:
     Reshape, Flatten, Transpose, ...  the same op on int8 (parameters unchanged), followed by
                                       a QRequantize when the output is quantized differently
 
+A graph output QuantizeGraphPass kept float on purpose (`metadata_props["edgekiln.float_output"]`
+on its Conv / Gemm / MatMul) is computed exactly with float kernels on integer values:
+
+    Dequantize(x_q, scale 1, zp)  ->  x_q − zp                    (float32, exact)
+    DequantizeWeight(W_q, scale 1) ->  W_q                         (float32, exact)
+    the node's own float op with bias float32(b_q) -> acc          (exact: every partial sum is an
+                                                                     integer below 2^24, checked)
+    Mul(acc, float32(s_in · s_w[o])) -> y                          (one float32 rounding)
+
+so every backend that rounds one float32 multiply correctly writes the same bits, whatever
+order its float kernel sums in.
+
 A node that could be integer but is not (say, Softmax over axis 1) stays a float island;
 `IntegerLowering.float_reasons` says why for each.  A QDQ spelling lowering cannot read (a
 DequantizeLinear of something that is neither a QuantizeLinear output nor an edgekiln weight,
@@ -51,10 +63,27 @@ import onnx_ir as ir
 from edgekiln.compiler import fused_ops
 from edgekiln.compiler import integer_kernels as ik
 from edgekiln.compiler.graph import Graph
-from edgekiln.compiler.lowering import BLOCK_KEY, claim_unique, GraphLowering
+from edgekiln.compiler.lowering import (
+    BLOCK_KEY,
+    GraphLowering,
+    _json_attr,
+    claim_unique,
+)
 from edgekiln.compiler.program import KernelCall, Program, QuantParams, TensorSpec
-from edgekiln.compiler.qdq_format import QuantizedActivation, QuantizedWeight, match_activation, match_weight
-from edgekiln.compiler.requantize import INT8_MAX, INT8_MIN, activation_params, quantize, quantize_multiplier
+from edgekiln.compiler.qdq_format import (
+    FLOAT_OUTPUT_KEY,
+    QuantizedActivation,
+    QuantizedWeight,
+    match_activation,
+    match_weight,
+)
+from edgekiln.compiler.requantize import (
+    INT8_MAX,
+    INT8_MIN,
+    activation_params,
+    quantize,
+    quantize_multiplier,
+)
 from edgekiln.errors import QuantizationError
 
 _DEFAULT = ("", "ai.onnx")
@@ -224,6 +253,8 @@ class IntegerLowering(GraphLowering):
 
     def _integer_reason(self, node: ir.Node) -> str | None:
         """None when `node` lowers to integer kernels, else why it stays float."""
+        if FLOAT_OUTPUT_KEY in node.metadata_props:
+            return _float_output_reason(self, node)
         outputs = [v for v in node.outputs if v.uses() or v.is_graph_output()]
         if not outputs:
             return "no output is read"
@@ -264,6 +295,8 @@ class IntegerLowering(GraphLowering):
         if id(node) not in self.integer:
             return super()._lower_node(node, index)
         name = self._call_name(node, index)
+        if FLOAT_OUTPUT_KEY in node.metadata_props:
+            return _float_output_lower(self, node, name)
         _HANDLERS[self._kind(node)][1](self, node, name)
         block = node.metadata_props.get(BLOCK_KEY)
         for extra_name, source, q_value in self._pending:
@@ -1035,6 +1068,80 @@ _HANDLERS: dict[str, tuple[Callable[[IntegerLowering, ir.Node], str | None],
     "Pad": (_pad_reason, _pad_lower),
     "movement": (_movement_reason, _movement_lower),
 }
+
+
+# A weighted graph output kept float (module docstring)
+def _float_output_reason(self: IntegerLowering, node: ir.Node) -> str | None:
+    out = node.outputs[0]
+    if not out.is_graph_output() or out.uses() or len(node.outputs) != 1:
+        return f"output {out.name!r} is marked float but is read inside the graph"
+    kind = self._kind(node)
+    if kind not in ("FusedConv", "FusedGemm", "FusedMatMul") or _fused_steps(node)[1]:
+        return "only a Conv / Gemm / MatMul without epilogue has a float output"
+    reason = _HANDLERS[kind][0](self, node)
+    if reason is not None:
+        return reason
+    weight = self.weights.get(id(node.inputs[1]))
+    if weight is None or weight.group_size is not None:
+        return "a float output needs a weight with one scale per output channel"
+    _, _, bias_q = _float_output_parts(self, node, weight)
+    bound = 255 * np.abs(weight.q_values.reshape(weight.q_values.shape[0], -1).astype(np.int64)).sum(axis=1)
+    if np.any(bound + np.abs(bias_q) >= 2**24):
+        return "its accumulator can exceed 2^24, where float32 stops being exact"
+    return None
+
+
+def _float_output_parts(self: IntegerLowering, node: ir.Node,
+                        weight: QuantizedWeight) -> tuple[QuantizedActivation, np.ndarray, np.ndarray]:
+    """(input, float32 accumulator scale s_in · s_w[o], int64 bias at that scale)."""
+    x = match_activation(node.inputs[0])
+    alpha, beta, bias = _matrix_operands(node) if self._kind(node) != "FusedConv" else (1.0, 1.0, (
+        node.inputs[2] if len(node.inputs) > 2 else None))
+    _, s_ref = _reference_scales(weight, None)
+    s_acc = float(np.float32(x.scale)) * s_ref * alpha
+    return x, s_acc.astype(np.float32), self._bias(node, bias, s_acc, len(s_ref), beta)
+
+
+def _float_output_lower(self: IntegerLowering, node: ir.Node, name: str) -> None:
+    weight = self.weights[id(node.inputs[1])]
+    _, acc_scale, bias_q = _float_output_parts(self, node, weight)
+    x = self._act(node.inputs[0])
+    block = node.metadata_props.get(BLOCK_KEY)
+
+    def temp(like: ir.Value, hint: str) -> str:
+        tensor = claim_unique(hint, self.taken_names)
+        shape = Graph.static_shape(like)
+        layout = {4: "NCHW", 2: "NC"}.get(len(shape), "any")
+        self.tensors[tensor] = TensorSpec(name=tensor, dtype="float32", shape=shape, layout=layout,
+                                          kind="intermediate")
+        return tensor
+
+    def call(op: str, inputs: list[str], outputs: list[str], attrs: dict[str, Any], suffix: str) -> None:
+        self.calls.append(KernelCall(name=claim_unique(f"{name}/{suffix}", self.call_names), op=op,
+                                     inputs=tuple(inputs), outputs=tuple(outputs), attrs=attrs, block=block))
+
+    centered = temp(node.inputs[0], f"{name}_input_centered")
+    call("Dequantize", [x.name], [centered], {"scale": 1.0, "zero_point": x.zero_point}, "center_input")
+    w_int = self._weight_constant(weight, name)
+    unit = self._plain_constant(np.ones(weight.q_values.shape[0], np.float32), f"{name}_unit_scale")
+    w_float = temp(node.inputs[1], f"{name}_weight_integers")
+    call("DequantizeWeight", [w_int, unit], [w_float], {"transpose": bool(weight.transposed)}, "weight_integers")
+    inputs = [centered, w_float]
+    if len(node.inputs) > 2 and node.inputs[2] is not None:
+        shape = Graph.static_shape(node.inputs[2]) or (bias_q.size,)
+        inputs.append(self._plain_constant(bias_q.astype(np.float32).reshape(shape), f"{name}_bias_integers"))
+    accumulator = temp(node.outputs[0], f"{name}_accumulator")
+    attrs = {key: _json_attr(attr, node, name) for key, attr in node.attributes.items()}
+    op = node.op_type
+    if node.domain == fused_ops.DOMAIN:
+        op, attrs = fused_ops.parse_fused_op_type(op)[0], {"epilogue": [], **attrs}
+    call(op, inputs, [accumulator], attrs, "accumulate")
+    out_rank = len(Graph.static_shape(node.outputs[0]))
+    scale_shape = (acc_scale.size, *([1] * (out_rank - 2))) if self._kind(node) == "FusedConv" else (acc_scale.size,)
+    scale = self._plain_constant(acc_scale.reshape(scale_shape), f"{name}_output_scale")
+    y = self._node_output(node.outputs[0], node, name)
+    self.calls.append(KernelCall(name=name, op="Mul", inputs=(accumulator, scale), outputs=(y,), attrs={},
+                                 block=block))
 
 
 # -- helpers ------------------------------------------------------------------------------

@@ -9,6 +9,10 @@ never sees a graph an earlier one could still simplify:
                mergeable branch; a removed no-op exposes a duplicate)
     fuse       epilogue fusion, then the block partition over the fused nodes
 
+    tpu        (edgetpu only) rewrites that keep ops on the Edge TPU's single segment:
+               LeakyRelu -> PRelu, Div by a constant -> Mul, a Transpose before a flatten
+               folded into the dense weights
+
 A quantized compile (`quantized_stages_for`) runs the same simplify stage (plus cross-layer
 equalization when asked) and a fuse stage that fuses only what an integer kernel does as a
 clamp — Relu and Clip, no residual Add; every other activation stays a separate int8 lookup
@@ -20,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgekiln.compiler.pass_contract import Pass
+from edgekiln.passes.divide_by_constant_to_mul import DivideByConstantToMulPass
 from edgekiln.passes.eliminate_common_subexpressions import EliminateCommonSubexpressionsPass
 from edgekiln.passes.eliminate_identity import EliminateIdentityPass
 from edgekiln.passes.eliminate_no_ops import EliminateNoOpsPass
@@ -28,8 +33,10 @@ from edgekiln.passes.fold_affine_into_conv import FoldAffineIntoConvPass
 from edgekiln.passes.fold_batch_norm import FoldBatchNormPass
 from edgekiln.passes.fold_constants import FoldConstantsPass
 from edgekiln.passes.fold_pad import FoldPadPass
+from edgekiln.passes.fold_transpose_into_fully_connected import FoldTransposeIntoFullyConnectedPass
 from edgekiln.passes.fuse_epilogue import FuseEpiloguePass
 from edgekiln.passes.fuse_matmul_add import FuseMatMulAddPass
+from edgekiln.passes.leaky_relu_to_prelu import LeakyReluToPReluPass
 from edgekiln.passes.make_pads_explicit import MakePadsExplicitPass
 from edgekiln.passes.mark_attention import MarkAttentionPass
 from edgekiln.passes.merge_conv_branches import MergeConvBranchesPass
@@ -91,9 +98,17 @@ def mobile_gpu() -> list[Stage]:
     return [simplify(), Stage("fuse", [FuseEpiloguePass(), PartitionBlocksPass()])]
 
 
+def edgetpu_friendly(quantized: bool = False) -> Stage:
+    """Rewrites that keep ops on the Edge TPU, after simplify so they see folded constants."""
+    passes: list[Pass] = [DivideByConstantToMulPass(), FoldTransposeIntoFullyConnectedPass()]
+    if not quantized:  # int8: LeakyRelu stays a lookup table, which the TFLite writer emits as PRELU
+        passes.insert(0, LeakyReluToPReluPass())
+    return Stage("tpu", [*passes, RemoveDeadNodesPass()])
+
+
 def edgetpu() -> list[Stage]:
     # TFLite ops carry a fused activation; there are no cache blocks to plan on a TPU.
-    return [simplify(), Stage("fuse", [FuseEpiloguePass()])]
+    return [simplify(), edgetpu_friendly(), Stage("fuse", [FuseEpiloguePass()])]
 
 
 def fpga_hls() -> list[Stage]:
@@ -123,4 +138,6 @@ def quantized_stages_for(backend: str, equalize: bool = False) -> list[Stage]:
     fuse = Stage("fuse", [clamps_only, RemoveDeadNodesPass()])
     if backend in ("arm_cpu", "mobile_gpu"):
         fuse.passes.append(PartitionBlocksPass())
+    if backend == "edgetpu":
+        return [simplify_stage, edgetpu_friendly(quantized=True), fuse]
     return [simplify_stage, fuse]

@@ -33,6 +33,10 @@ Bias (int32, scale = input scale · weight scale per channel, zero point 0):
     b_q[O] int32 -> DequantizeLinear(axis=0, scale[O]) -> reader
 
 Nodes kept in float simply read DequantizeLinear outputs and feed QuantizeLinear inputs.
+
+A float graph output of a weighted node (QuantizeGraphPass `float_outputs`): the node reads
+the usual int8 input, weight and int32 bias chains, its output has no Q/DQ, and the node
+carries `metadata_props["edgekiln.float_output"] = "1"`.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import onnx_ir as ir
 from edgekiln.compiler.graph import Graph
 
 PRECISION_KEY = "edgekiln.precision"
+FLOAT_OUTPUT_KEY = "edgekiln.float_output"
 
 
 # -- builders ------------------------------------------------------------------------------------

@@ -7,6 +7,12 @@
     --keep-float PATTERN                       layers left in float
     --quant-config FILE.yaml                   the same rules in a file
     --equalize / --bias-correction             accuracy helpers (cross-layer equalization, bias correction)
+
+Defaults (measured on the zoo and PP-OCR: `python -m benchmarks.quantization_sqnr`): activation
+ranges by "mse" (the clipping level that minimizes the squared error of each histogram),
+bias correction on, and graph outputs of weighted layers left float (`float_outputs`:
+exact integer accumulator times one float scale, on targets that run fp32) instead of
+being clipped and rounded to int8.
 """
 
 from __future__ import annotations
@@ -23,16 +29,17 @@ from edgekiln.errors import OptionError
 class QuantOptions:
     quant: str = "int8"
     calib: Any = None
-    calib_method: str = "minmax"
+    calib_method: str = "mse"
     weights: tuple[str, ...] = ()
     keep_float: tuple[str, ...] = ()
     config_file: str | None = None
     weight_method: str = "minmax"
     keep_first_last_int8: bool | None = None
     equalize: bool = False
-    bias_correction: bool = False
+    bias_correction: bool = True
     preprocessing: str | None = None
     calib_samples: int | None = None
+    float_outputs: bool = True
 
     def __post_init__(self) -> None:
         if self.calib is None:

@@ -72,4 +72,7 @@ def quantize_graph(graph: Graph, options: QuantOptions, target: Target, trace: E
     if options.bias_correction:
         PassManager([CorrectBiasPass(data, config)], stage="bias-correction").run(graph, trace)
     ranges = calibrate(graph, data, method=options.calib_method, progress=progress)
-    return PassManager([QuantizeGraphPass(config, ranges)], stage="quantize").run(graph, trace)
+    # A target without fp32 (EdgeTPU, the FPGAs) gets int8 outputs: its graph is integer end to end.
+    float_outputs = options.float_outputs and "fp32" in target.precisions
+    return PassManager([QuantizeGraphPass(config, ranges, float_outputs=float_outputs)],
+                       stage="quantize").run(graph, trace)

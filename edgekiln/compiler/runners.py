@@ -49,7 +49,15 @@ def _arm_cpu_runner(files: dict[str, bytes], manifest: dict[str, Any]) -> Runner
     return ArmCpuRunner(files, manifest)
 
 
-RUNNERS = {"onnxruntime": OnnxRuntimeRunner, "reference": _reference_runner, "arm_cpu": _arm_cpu_runner}
+def _litert_runner(files: dict[str, bytes], manifest: dict[str, Any]) -> Runner:
+    # model.tflite in the LiteRT interpreter (reference kernels), for edgetpu artifacts.
+    from edgekiln.backends.edgetpu.litert_runner import LiteRTRunner
+
+    return LiteRTRunner(files, manifest)
+
+
+RUNNERS = {"onnxruntime": OnnxRuntimeRunner, "reference": _reference_runner, "arm_cpu": _arm_cpu_runner,
+           "litert": _litert_runner}
 
 
 def make_runner(name: str, files: dict[str, bytes], manifest: dict[str, Any]) -> Runner:

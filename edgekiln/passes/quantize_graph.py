@@ -19,6 +19,18 @@ Per node, with p = config.precision_of(node):
         the node reads whatever its producers give (dequantized values of quantized
         producers); its output is Q/DQ'd only when a quantized node reads it.
 
+Float outputs (`float_outputs=True`, what a compile for a target that runs fp32 asks): a
+graph output written by a weighted node (Conv / Gemm / MatMul with a constant weight, no fused
+epilogue, int8 weights) and read by nothing else keeps no Q/DQ: the node reads
+int8 inputs, weights and an int32 bias as usual and its output stays float.  Integer lowering
+computes it exactly (`integer_lowering._float_output_lower`): the integer accumulator, then
+one float32 multiply by s_in · s_w[o].  Quantizing a model's last output to int8 adds a
+rounding and clips every value outside the calibrated range, the largest single error of most
+classifiers (the calibration set rarely reaches the extreme logits), and nothing downstream
+needs it as int8.  Only when the accumulator is provably exact in float32,
+|b_q[o]| + 255 · Σ_k |W_q[o, k]| < 2^24 for every channel, else the output is Q/DQ'd as before.
+The node is marked (`metadata_props["edgekiln.float_output"]`) so a second run keeps it so.
+
 Activation parameters (per tensor, asymmetric: `requantize.activation_params`):
 
     own range      Conv / Gemm / MatMul (plain or Fused<Relu|Clip>), Add, Mul, Sub, Concat,
@@ -57,6 +69,7 @@ from edgekiln.compiler import fused_ops
 from edgekiln.compiler.graph import Graph
 from edgekiln.compiler.pass_contract import Pass, PassResult, node_label
 from edgekiln.compiler.qdq_format import (
+    FLOAT_OUTPUT_KEY,
     dequantized_bias,
     dequantized_weight,
     match_activation,
@@ -87,6 +100,8 @@ OWN_RANGE = frozenset({"Add", "Mul", "Sub", "Concat", "AveragePool", "GlobalAver
 ALL_INPUTS = frozenset({"Add", "Mul", "Sub", "Concat"})  # every input is an activation (constants too)
 CLAMP_EPILOGUES = ((), ("Relu",), ("Clip",))
 Params = tuple[float, int]
+FLOAT32_EXACT = 2**24  # every integer of magnitude below this is a float32 value, and so is every partial sum
+UINT8_SPAN = 255       # the most |x_q - zp| can be for an int8 activation
 
 
 @dataclass
@@ -104,9 +119,10 @@ class _Plan:
 class QuantizeGraphPass(Pass):
     name = "quantize-graph"
 
-    def __init__(self, config: QuantConfig, ranges: Mapping[str, Any]) -> None:
+    def __init__(self, config: QuantConfig, ranges: Mapping[str, Any], float_outputs: bool = False) -> None:
         self.config = config
         self.ranges = ranges
+        self.float_outputs = float_outputs
 
     def run(self, graph: Graph) -> PassResult:
         result = PassResult(graph, changed=False)
@@ -127,6 +143,12 @@ class QuantizeGraphPass(Pass):
             messages = []
             if plan.weight is not None:
                 messages.append(self._quantize_weight(graph, plan, weights, params))
+                if self.float_outputs and _float_output_candidate(plan):
+                    if _exact_in_float32(plan.node):
+                        plan.node.metadata_props[FLOAT_OUTPUT_KEY] = "1"
+                        messages.append("float output (exact int32 accumulator x scale)")
+                    else:
+                        messages.append("int8 output (the accumulator could exceed float32's exact integers)")
             todo = [v for v in (*plan.data_inputs, *_float_outputs(plan.node)) if id(v) in params] \
                 if plan.activations else []
             if plan.activations and todo:
@@ -323,7 +345,35 @@ def _is_float(value: ir.Value | None) -> bool:
 
 
 def _float_outputs(node: ir.Node) -> list[ir.Value]:
+    """The output to Q/DQ: the first, when float and not kept float on purpose (FLOAT_OUTPUT_KEY)."""
+    if FLOAT_OUTPUT_KEY in node.metadata_props:
+        return []
     return [v for v in node.outputs[:1] if _is_float(v)]
+
+
+def _float_output_candidate(plan: _Plan) -> bool:
+    """A weighted node with int8 activations whose output only leaves the graph (module docstring)."""
+    node = plan.node
+    out = node.outputs[0]
+    if not plan.activations or not out.is_graph_output() or out.uses() or len(node.outputs) != 1:
+        return False
+    if node.domain == fused_ops.DOMAIN and fused_ops.parse_fused_op_type(node.op_type)[1]:
+        return False  # a fused clamp would have to run in float after the multiply
+    weight = match_weight(node.inputs[1])
+    # int8 only: the first/last guard keeps a low-bit model's last layer int8 anyway, and backends
+    # unpack int8 weights for float kernels (DequantizeWeight) wherever they run float layers.
+    return weight is not None and weight.precision == "int8" and base_op(node) in ("Conv", "Gemm", "MatMul")
+
+
+def _exact_in_float32(node: ir.Node) -> bool:
+    """|b_q[o]| + 255 · Σ_k |W_q[o, k]| < 2^24 for every output channel o (QDQ weights and bias)."""
+    weight = match_weight(node.inputs[1])
+    rows = np.abs(weight.q_values.reshape(weight.q_values.shape[0], -1).astype(np.int64)).sum(axis=1)
+    bound = UINT8_SPAN * rows
+    bias = match_weight(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+    if bias is not None:
+        bound = bound + np.abs(bias.q_values.reshape(-1).astype(np.int64))
+    return bool(np.all(bound < FLOAT32_EXACT))
 
 
 def _float_attr(node: ir.Node, name: str) -> float:

@@ -1,1 +1,1 @@
-"""Per-op latency measurement and cost models (issue 5: ARM backend). Empty until then."""
+"""Per-op profiling of compiled artifacts: the work of each kernel call, `edgekiln bench` and its report."""

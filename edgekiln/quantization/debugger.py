@@ -285,7 +285,7 @@ def compile_command(model: str, quantization: QuantOptions, target: str = "host"
         words += ["--input-shape", f"{name}={'x'.join(map(str, dims))}"]
     calib = quantization.calib if isinstance(quantization.calib, (str, Path)) else "CALIBRATION_DATA"
     words += ["--quant", quantization.quant, "--calib", str(calib)]
-    if quantization.calib_method != "minmax":
+    if quantization.calib_method != QuantOptions.calib_method:
         words += ["--calib-method", quantization.calib_method]
     if quantization.calib_samples is not None:
         words += ["--calib-samples", str(quantization.calib_samples)]
@@ -301,8 +301,10 @@ def compile_command(model: str, quantization: QuantOptions, target: str = "host"
         words += ["--weight-method", quantization.weight_method]
     if quantization.equalize:
         words.append("--equalize")
-    if quantization.bias_correction:
-        words.append("--bias-correction")
+    if quantization.bias_correction != QuantOptions.bias_correction:
+        words.append("--bias-correction" if quantization.bias_correction else "--no-bias-correction")
+    if not quantization.float_outputs:
+        words.append("--int8-outputs")
     command = shlex.join(words)
     if quantization.config_file is not None and extra_keep_float:
         command += f"   # and add to keep_float in {quantization.config_file}: {list(extra_keep_float)}"
@@ -373,6 +375,7 @@ class _Setup:
     calibration_info: dict[str, Any]
     float_outputs: list[dict[str, np.ndarray]] = field(default_factory=list)
     precisions: dict[str, str] = field(default_factory=dict)
+    keep_outputs_float: bool = False    # QuantizeGraphPass(float_outputs=...), as compile decides it
 
     @classmethod
     def build(cls, model, options: QuantOptions, target: Target, shapes: dict, eval_samples: int,
@@ -399,7 +402,8 @@ class _Setup:
         ranges = calibrate(corrected, calib_data, method=options.calib_method, progress=progress)
         same = options.calib_method == OUTLIER_PERCENTILE
         percentile = ranges if same else calibrate(graph, calib_data, method=OUTLIER_PERCENTILE, progress=progress)
-        return cls(graph, corrected, config, ranges, percentile, eval_batches, info, precisions=precisions)
+        return cls(graph, corrected, config, ranges, percentile, eval_batches, info, precisions=precisions,
+                   keep_outputs_float=options.float_outputs and "fp32" in target.precisions)
 
     # -- quantized variants ---------------------------------------------------------------------
     def qdq(self, config: QuantConfig) -> _Quantized:
@@ -417,7 +421,7 @@ class _Setup:
                     bias = Graph.constant(original.inputs[2]) if len(original.inputs) > 2 else None
                     bias = bias if bias is not None else np.zeros(_out_channels(original), np.float32)
                     set_constant_input(graph, node, 2, bias, f"{node.name}_bias_uncorrected")
-        result = QuantizeGraphPass(config, self.ranges).run(graph)
+        result = QuantizeGraphPass(config, self.ranges, float_outputs=self.keep_outputs_float).run(graph)
         kept = {}
         for entry in result.not_applied:
             label, sep, reason = entry.partition(": kept float: ")
@@ -669,7 +673,8 @@ def _cut_graph(qdq: Graph, float_names: set[str], renamed: dict[str, str]) -> tu
             name, was_output = out.name, out.is_graph_output()
             out.name = f"{name}{_CUT}"
             feed = ir.Value(name=name, shape=out.shape, type=out.type)
-            out.replace_all_uses_with(feed)
+            if out.uses():  # a float graph output (QuantizeGraphPass float_outputs) has no readers to rewire
+                out.replace_all_uses_with(feed)
             cut.main.inputs.append(feed)
             if not was_output:
                 cut.main.outputs.append(out)

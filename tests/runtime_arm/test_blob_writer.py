@@ -15,6 +15,7 @@ from edgekiln.backends.arm_cpu import op_codes
 from edgekiln.backends.arm_cpu.blob_writer import MAGIC, write_blob
 from edgekiln.backends.arm_cpu.call_encoding import ENCODERS
 from edgekiln.backends.arm_cpu.toolchain import RUNTIME_DIR
+from edgekiln.backends.arm_cpu.weight_packing import pack_gemm_rows
 from edgekiln.compiler.memory_planner import plan_arena
 from edgekiln.compiler.program import KernelCall, Program, TensorSpec, pack_low_bit
 from edgekiln.errors import UnsupportedOpError
@@ -29,7 +30,7 @@ def test_every_op_code_has_a_c_kernel_and_the_header_is_parsed_whole():
     header = (RUNTIME_DIR / "include" / "ek_ops.h").read_text()
     defines = re.findall(r"^#define EK_[A-Z0-9_]+ -?\d+", header, re.MULTILINE)
     parsed = sum(len(getattr(op_codes, g)) for g in ("BLOB", "SECTION", "DT", "STORE", "PACK", "ATYPE", "ATTR", "OP",
-                                                     "FN", "STEP", "REDUCE", "POOL", "BLOCK", "STATUS")) + 1
+                                                     "FN", "STEP", "REDUCE", "POOL", "SPARSE", "BLOCK", "STATUS")) + 1
     assert parsed == len(defines)
     assert op_codes.BLOB["VERSION"] == 1 and op_codes.MAX_RANK == 6
 
@@ -59,13 +60,24 @@ def test_deterministic_and_stable_through_program_files(tmp_path):
 
 @pytest.mark.parametrize("bits", [4, 2])
 def test_low_bit_weights_are_packed_as_program_files_pack_them(bits):
-    program, _, _ = cases.conv(np.random.default_rng(bits), c=3, o=5, k=(3, 3), bits=bits)
+    # a depthwise conv reads its weights per channel: they stay packed as Program files pack them
+    program, _, _ = cases.conv(np.random.default_rng(bits), depthwise=True, c=3, k=(3, 3), bits=bits)
     weights = program.constants["w"]
     packed = pack_low_bit(weights, bits)
     blob = write_blob(program)
     assert packed in blob
     assert weights.astype(np.int8).tobytes() not in blob  # not stored unpacked as well
     assert len(packed) == -(-weights.size * bits // 8)
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+def test_low_bit_gemm_weights_are_packed_k_blocked_for_the_gemm_kernels(bits):
+    # a GEMM conv's weights go in the layout the low-bit GEMM kernels read (weight_packing.py)
+    program, _, _ = cases.conv(np.random.default_rng(bits), c=3, o=5, k=(3, 3), bits=bits)
+    weights = program.constants["w"]
+    blob = write_blob(program)
+    assert pack_gemm_rows(weights, bits) in blob
+    assert weights.astype(np.int8).tobytes() not in blob
 
 
 def test_unsupported_op_is_refused_with_the_call_named():

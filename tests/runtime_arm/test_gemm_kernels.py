@@ -15,10 +15,12 @@ guest instructions per kernel call: the cost measure that does not depend on emu
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +41,21 @@ AARCH64_FLAGS = {
     "gemm_s8_dotprod.c": ["-march=armv8.2-a+dotprod"],
     "gemm_s8_i8mm.c": ["-march=armv8.6-a+dotprod+i8mm"],
     "gemm_s8_avx2.c": [],  # compiles to nothing on aarch64
+    "gemm_lowbit_ref.c": ["-march=armv8-a"],
+    "gemm_lowbit_select.c": ["-march=armv8-a"],
+    "gemm_lowbit_neon.c": ["-march=armv8-a"],
+    "gemm_lowbit_neon_mask.c": ["-march=armv8-a"],
+    "gemm_lowbit_dotprod.c": ["-march=armv8.2-a+dotprod"],
+    "gemm_lowbit_i8mm.c": ["-march=armv8.6-a+dotprod+i8mm"],
+    "gemm_lowbit_avx2.c": [],
+    "gemm_f32_ref.c": ["-march=armv8-a"],
+    "gemm_f32_select.c": ["-march=armv8-a"],
+    "gemm_f32_neon.c": ["-march=armv8-a"],
+    "gemm_f32_avx2.c": [],
 }
-X86_64_FLAGS = {name: [] for name in AARCH64_FLAGS} | {"gemm_s8_avx2.c": ["-mavx2", "-mfma"]}
+X86_64_FLAGS = {name: [] for name in AARCH64_FLAGS} | {"gemm_s8_avx2.c": ["-mavx2", "-mfma"],
+                                                       "gemm_lowbit_avx2.c": ["-mavx2", "-mfma"],
+                                                       "gemm_f32_avx2.c": ["-mavx2", "-mfma"]}
 
 AARCH64_CC = "aarch64-linux-gnu-gcc"
 QEMU = "qemu-aarch64"
@@ -59,18 +74,21 @@ needs_qemu = pytest.mark.skipif(shutil.which(AARCH64_CC) is None or shutil.which
                                 reason="needs aarch64-linux-gnu-gcc and qemu-aarch64")
 
 
-def build_driver(cc: str, flags: dict[str, list[str]], out_dir: Path, link: list[str]) -> Path:
+def build_driver(cc: str, flags: dict[str, list[str]], out_dir: Path, link: list[str],
+                 driver: str = "gemm_driver") -> Path:
     """Compile every kernel file with its own flags plus the driver; return the executable."""
     out_dir.mkdir(parents=True, exist_ok=True)
     objects = []
     sources = [(GEMM_DIR / name, extra) for name, extra in flags.items()]
-    sources.append((HERE / "gemm_driver.c", flags["gemm_s8_ref.c"]))
+    sources.append((HERE / f"{driver}.c", flags["gemm_s8_ref.c"]))
+    commands = []
     for source, extra in sources:
         obj = out_dir / (source.stem + ".o")
-        subprocess.run([cc, *WARNINGS, *extra, f"-I{INCLUDE_DIR}", "-c", str(source), "-o", str(obj)],
-                       check=True, capture_output=True, text=True)
+        commands.append([cc, *WARNINGS, *extra, f"-I{INCLUDE_DIR}", "-c", str(source), "-o", str(obj)])
         objects.append(str(obj))
-    exe = out_dir / "gemm_driver"
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # one compile per core
+        list(pool.map(lambda cmd: subprocess.run(cmd, check=True, capture_output=True, text=True), commands))
+    exe = out_dir / driver
     subprocess.run([cc, *objects, *link, "-o", str(exe)], check=True, capture_output=True, text=True)
     return exe
 
@@ -96,18 +114,18 @@ def arm_driver(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def insn_plugin(tmp_path_factory) -> Path:
+def insn_plugin() -> Path:
+    # edgekiln/runtime_arm/tools/qemu_insn_plugin.c, built once and cached like the runtime.
+    from edgekiln.backends.arm_cpu.insn_plugin import build_plugin
+
     if "-plugin" not in run([QEMU, "-h"]).stdout:
         pytest.skip("this qemu-aarch64 was built without TCG plugin support")
-    out = tmp_path_factory.mktemp("qemu_plugin") / "libinsn.so"
-    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
-                    str(HERE / "qemu_insn_plugin.c"), "-o", str(out)], check=True)
-    return out
+    return build_plugin()
 
 
 def selftest_results(output: str) -> dict[str, tuple[int, int]]:
     """'neon: 5260 cases, 0 failed' lines -> {isa: (cases, failed)}."""
-    lines = re.finditer(r"^(\w+): (\d+) cases, (\d+) failed$", output, re.M)
+    lines = re.finditer(r"^(\w+): (\d+) cases, (\d+) failed$", output, re.MULTILINE)
     return {m[1]: (int(m[2]), int(m[3])) for m in lines}
 
 

@@ -26,14 +26,20 @@ CONFIG_VERSION = 1
 
 
 def target_arch(target: Any) -> str:
-    """The machine architecture of a target: ARM CPUs are aarch64, x86 CPUs (the host) x86_64."""
-    return "x86_64" if target.kind == "x86_cpu" else "aarch64"
+    """The machine architecture of a target: x86 CPUs (the host) x86_64; ARM CPUs aarch64, except
+    32-bit ones (the target file's `[cpu] isa` is armv7-a or older), which are arm (armv7 hard-float)."""
+    if target.kind == "x86_cpu":
+        return "x86_64"
+    isa = str((getattr(target, "details", None) or {}).get("isa", ""))
+    return "arm" if isa.startswith(("armv7", "armv6")) else "aarch64"
 
 
 def lower(program: Program, target: Any, options: Mapping[str, Any] | None = None) -> dict[str, bytes]:
     """The backend files for `program` on `target`; `options["toolchain"]` picks the C compiler."""
     options = options or {}
-    blob = write_blob(program)  # first: an unsupported op is reported before any build
+    # first: an unsupported op is reported before any build; `sparse_plan` (call -> sparse
+    # weight format, from edgekiln.pruning.sparsity_kernels) picks the layers run sparse
+    blob = write_blob(program, options.get("sparse_plan"), tuple(getattr(target, "features", ())))
     toolchain = find_toolchain(target_arch(target), options.get("toolchain"))
     runner = build_program(toolchain)
     config = {

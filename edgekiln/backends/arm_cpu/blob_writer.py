@@ -22,8 +22,10 @@ Layout (all little-endian; the numbers come from `runtime_arm/include/ek_ops.h` 
                 u32 count, u32 first value (in attr_data)
     attr_data   8-byte values
     strings     NUL-terminated names (tensor and call names, for messages and profiles)
-    constants   each constant at a multiple of 64; int4 / ternary weights packed exactly as
-                Program files pack them (`program.pack_low_bit`), everything else raw
+    constants   each constant at a multiple of 64; int4 / ternary weights that only GEMMs read
+                K-blocked as the GEMM kernels read them (`weight_packing.py`), other int4 /
+                ternary weights packed exactly as Program files pack them
+                (`program.pack_low_bit`), everything else raw
 
 Every section starts at a multiple of 64 and is zero-padded.  The writer is deterministic:
 tensors are numbered in order of first use (inputs, outputs, then call operands in call
@@ -38,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekiln.backends.arm_cpu import op_codes
+from edgekiln.backends.arm_cpu import op_codes, weight_packing
 from edgekiln.backends.arm_cpu.call_encoding import OUTPUT_ALIAS_PREFIX, encode_program
 from edgekiln.backends.arm_cpu.encode_context import (
     BlobCall,
@@ -66,9 +68,11 @@ class _Strings:
         return self.offsets[text]
 
 
-def write_blob(program: Program) -> bytes:
-    """The blob of `program` (see the module docstring); refuses what the runtime cannot run."""
-    calls, ctx = encode_program(program)
+def write_blob(program: Program, sparse_plan: dict[str, dict] | None = None, features: tuple[str, ...] = ()) -> bytes:
+    """The blob of `program` (see the module docstring); refuses what the runtime cannot run.
+    `sparse_plan` maps call names to the sparse weight format to run them with (encode_sparse.py);
+    `features` are the target's ISA features, which pick the GEMM weight layouts (weight_packing.py)."""
+    calls, ctx = encode_program(program, sparse_plan, features)
     return _BlobLayout(program, ctx, calls).serialize()
 
 
@@ -136,9 +140,13 @@ class _BlobLayout:
             elif key in inputs:
                 storage, offset, nbytes = ST["INPUT"], inputs[key], spec.nbytes
             elif (value := self.ctx.const(name)) is not None:
-                data = self._constant_bytes(spec, value)
+                data = self._constant_bytes(spec, value, name in self.ctx.gemm_weights)
                 if is_packed(spec):
                     packing = PK["INT4"] if spec.quant.bits == 4 else PK["INT2"]
+                    if name in self.ctx.gemm_weights:
+                        packing = weight_packing.PACKING_CODES[spec.quant.bits]
+                elif name in self.ctx.paired_weights:
+                    data, packing = weight_packing.pack_i8_pairs(value), PK["I8_PAIRS8"]
                 constants += b"\0" * (align64(len(constants)) - len(constants))
                 storage, offset, nbytes = ST["CONST"], len(constants), len(data)
                 constants += data
@@ -153,8 +161,10 @@ class _BlobLayout:
         return bytes(table), bytes(constants)
 
     @staticmethod
-    def _constant_bytes(spec: TensorSpec, value: np.ndarray) -> bytes:
+    def _constant_bytes(spec: TensorSpec, value: np.ndarray, gemm_layout: bool = False) -> bytes:
         if is_packed(spec):
+            if gemm_layout:
+                return weight_packing.pack_gemm_rows(value, spec.quant.bits)
             return pack_low_bit(value, spec.quant.bits)
         array = np.ascontiguousarray(value, dtype=np.dtype(spec.dtype))
         if array.dtype.itemsize > 1:

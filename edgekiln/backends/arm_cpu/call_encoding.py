@@ -13,13 +13,15 @@ from edgekiln.backends.arm_cpu import (
     encode_float,
     encode_integer,
     encode_movement,
+    encode_sparse,
     op_codes,
 )
 from edgekiln.backends.arm_cpu.encode_context import BlobCall, EncodeContext
 from edgekiln.compiler.program import Program
 from edgekiln.errors import UnsupportedOpError
 
-ENCODERS = {**encode_float.ENCODERS, **encode_movement.ENCODERS, **encode_integer.ENCODERS}
+# encode_sparse wraps the dense conv / FC encoders: calls in the sparse plan become sparse ones.
+ENCODERS = {**encode_float.ENCODERS, **encode_movement.ENCODERS, **encode_integer.ENCODERS, **encode_sparse.ENCODERS}
 
 # Keys of graph outputs that need their own tensor entry (the name is also an input or constant).
 OUTPUT_ALIAS_PREFIX = "\0output:"
@@ -29,8 +31,9 @@ def supported_ops() -> list[str]:
     return sorted(ENCODERS)
 
 
-def encode_program(program: Program) -> tuple[list[BlobCall], EncodeContext]:
-    ctx = EncodeContext(program)
+def encode_program(program: Program, sparse_plan: dict[str, dict] | None = None,
+                   features: tuple[str, ...] = ()) -> tuple[list[BlobCall], EncodeContext]:
+    ctx = EncodeContext(program, sparse_plan, features)
     calls: list[BlobCall] = []
     for call in program.calls:
         encoder = ENCODERS.get(call.op)

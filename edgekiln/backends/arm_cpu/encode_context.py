@@ -41,10 +41,19 @@ class BlobCall:
 class EncodeContext:
     """The Program being encoded plus the constants the encoders add to it."""
 
-    def __init__(self, program: Program) -> None:
+    def __init__(self, program: Program, sparse_plan: dict[str, dict] | None = None,
+                 features: tuple[str, ...] = ()) -> None:
         self.program = program
+        # call name -> sparse weight format chosen by the compiler (encode_sparse.py)
+        self.sparse_plan = dict(sparse_plan or {})
         self.derived: dict[str, np.ndarray] = {}
         self._taken = set(program.tensors)
+        # int4 / ternary weights only GEMMs read: written K-blocked (weight_packing.py)
+        self.gemm_weights: set[str] = set()
+        # the target's ISA features (target toml [cpu] features): int8 GEMM weights are written
+        # pre-paired for smmla when it has i8mm (weight_packing.py)
+        self.features = tuple(features)
+        self.paired_weights: set[str] = set()
 
     def spec(self, name: str) -> TensorSpec:
         if name in self.derived:

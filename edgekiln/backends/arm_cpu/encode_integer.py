@@ -2,7 +2,8 @@
 
 Each returns the `BlobCall`s for one Program call.  What the runtime needs beyond the
 Program is computed here, once: the weight row sums that fold the input zero point out of
-the int8 GEMM (per output channel, or per channel and K group for group-scaled weights),
+the int8 GEMM (per output channel, or per channel and K group for group-scaled weights), the
+layout of GEMM weights (K-blocked int4 / ternary, pre-paired int8 on i8mm targets: weight_packing.py),
 and the index tables of QResizeNearest and QPad.  Scratch sizes follow the C kernels'
 `prepare` exactly.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekiln.backends.arm_cpu import op_codes
+from edgekiln.backends.arm_cpu import op_codes, weight_packing
 from edgekiln.backends.arm_cpu.encode_context import (
     COLS,
     ROWS,
@@ -45,15 +46,44 @@ def _weight_row_sums(ctx: EncodeContext, call: KernelCall, w: np.ndarray, group_
     return rows.sum(axis=1).astype(np.int32)
 
 
-def _gemm_scratch(ctx: EncodeContext, w: str, rows_p: int, kg: int, og: int, fc: bool, ratio: bool) -> int:
+def _gemm_layout(ctx: EncodeContext, w: str, rows: int) -> None:
+    """GEMM weights go into the blob in the layout their kernel reads in place (weight_packing.py):
+    int4 / ternary K-blocked for the low-bit GEMMs; int8 pre-paired for smmla on i8mm targets when
+    the call multiplies more than one row (a GEMV reads plain rows with fewer instructions).  The
+    runtime's other readers (ek_unpack_int8, other ISAs) read every layout."""
+    spec = ctx.spec(w)
+    if is_packed(spec):
+        ctx.gemm_weights.add(w)
+    elif spec.dtype == "int8" and "i8mm" in ctx.features and rows > 1:
+        ctx.paired_weights.add(w)
+
+
+def _gemm_scratch(ctx: EncodeContext, w: str, rows_p: int, kg: int, og: int, fc: bool, ratio: bool,
+                  group_size: int) -> int:
     pb, ocb = max(min(rows_p, ROWS), 1), max(min(og, COLS), 1)
     size = 0 if fc else align64(pb * kg)
     size += align64(pb * ocb * 4)
-    if is_packed(ctx.spec(w)):
+    spec = ctx.spec(w)
+    # a block of weight rows is unpacked into scratch when the kernel cannot read them in place:
+    # K-blocked int4 / ternary whose K groups start inside a block (qconv.c lowbit_in_place), and
+    # pre-paired int8 whenever the run-time ISA is not i8mm (qconv.c paired_in_place)
+    split_groups = is_packed(spec) and ratio and group_size % weight_packing.weights_per_block(spec.quant.bits) != 0
+    if split_groups or w in ctx.paired_weights:
         size += align64(ocb * kg)
     if ratio:
         size += align64(pb * ocb * 8)
     return size
+
+
+def depthwise_rows_scratch(kh: int, kw: int, wo: int, sw: int, dilations: list[int]) -> int:
+    """Scratch of the SIMD depthwise path (runtime_arm/src/kernels/qdepthwise_rows.c, ek_dw_rows_plan_init):
+    tap pointers, int16 weights, tap column offsets, ring tags, and `span` zero-point-padded rows split
+    into `sw` phases."""
+    dh, dw = dilations
+    taps, span = kh * kw, (kh - 1) * dh + 1
+    phase_len = -(-wo // 16) * 16 + (kw - 1) * dw // sw + 1
+    return (align64(taps * 8) + align64(taps * 2) + align64(kw * 8) + align64(span * 8)
+            + span * align64(sw * phase_len))
 
 
 def qconv(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
@@ -68,7 +98,12 @@ def qconv(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
     wsum = ctx.derive(call, "row_sums", _weight_row_sums(ctx, call, weights, group_size if ratio else 0))
     _, _, ho, wo = ctx.shape(call.outputs[0])
     depthwise = cg == 1 and o == group and not ratio
-    scratch = align64(kh * kw) + align64(wo * 4) if depthwise else _gemm_scratch(ctx, w, ho * wo, kg, o // group, False, bool(ratio))
+    if depthwise:
+        scratch = align64(kh * kw) + max(align64(wo * 4), depthwise_rows_scratch(kh, kw, wo, a.get("strides", [1, 1])[1],
+                                                                                 a.get("dilations", [1, 1])))
+    else:
+        _gemm_layout(ctx, w, ho * wo)
+        scratch = _gemm_scratch(ctx, w, ho * wo, kg, o // group, False, bool(ratio), group_size)
     attrs = {A["STRIDES"]: a.get("strides", [1, 1]), A["DILATIONS"]: a.get("dilations", [1, 1]),
              A["PADS"]: a.get("pads", [0, 0, 0, 0]), A["GROUP"]: group, A["INPUT_ZP"]: a["input_zero_point"],
              A["OUTPUT_ZP"]: a["output_zero_point"], **_clamp(a)}
@@ -89,7 +124,8 @@ def qfully_connected(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
     attrs = {A["INPUT_ZP"]: a["input_zero_point"], A["OUTPUT_ZP"]: a["output_zero_point"], **_clamp(a)}
     if ratio:
         attrs.update({A["GROUP_SIZE"]: group_size, A["ACC_FRAC_BITS"]: a.get("acc_frac_bits", 0)})
-    scratch = _gemm_scratch(ctx, w, rows, k, n, True, bool(ratio))
+    _gemm_layout(ctx, w, rows)
+    scratch = _gemm_scratch(ctx, w, rows, k, n, True, bool(ratio), group_size)
     return [BlobCall(call.name, OP["QFULLY_CONNECTED"], [x, w, bias, mult, shift, ratio, wsum], [call.outputs[0]],
                      attrs, scratch)]
 
@@ -104,8 +140,10 @@ def qconv_transpose(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
              A["OUTPUT_PADDING"]: a.get("output_padding", [0, 0]), A["INPUT_ZP"]: a["input_zero_point"],
              A["OUTPUT_ZP"]: a["output_zero_point"], A["ACC_FRAC_BITS"]: a.get("acc_frac_bits", 0), **_clamp(a)}
     operands = [x, w, bias, mult, shift] + ([ratio] if ratio else [])
-    return [BlobCall(call.name, OP["QCONV_TRANSPOSE2D"], operands, [call.outputs[0]], attrs,
-                     align64(ho * wo * 8) + align64(kh * kw))]
+    _, _, h, w_in = ctx.shape(x)
+    # the int64 output plane and the weights, plus the int32 per-tap planes of the fast path
+    scratch = align64(ho * wo * 8) + align64(kh * kw) + align64(kh * kw * h * w_in * 4)
+    return [BlobCall(call.name, OP["QCONV_TRANSPOSE2D"], operands, [call.outputs[0]], attrs, scratch)]
 
 
 def qmatmul(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
@@ -237,6 +275,47 @@ def qlayer_norm(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
     return [BlobCall(call.name, OP["QLAYER_NORM"], list(call.inputs[:3]), [call.outputs[0]], attrs)]
 
 
+# runtime_arm/src/kernels/qinverted_residual.c: the expanded tile's byte budget, pixels per GEMM block
+IR_TILE_BYTES, IR_PIXELS = 32768, 32
+
+
+def inverted_residual_scratch(cin: int, h_w: tuple[int, int], ce: int, co: int, out_hw: tuple[int, int],
+                              k: tuple[int, int], sh: int, dh: int) -> int:
+    """Scratch of the fused inverted-residual kernel (its prepare): the expanded rows of one band of
+    output rows (as many as fit IR_TILE_BYTES), the depthwise band, one GEMM block, the accumulators
+    and the two tap-pointer lists."""
+    (_, w), (ho, wo), (kh, kw) = h_w, out_hw, k
+    span = (kh - 1) * dh + 1
+    fit = IR_TILE_BYTES // max(w * ce, 1)
+    band = max(1, min((fit - span) // sh + 1 if fit >= span else 1, ho))
+    rows_max = (band - 1) * sh + span
+    return (align64(rows_max * w * ce) + align64(band * wo * ce) + align64(IR_PIXELS * cin)
+            + align64(IR_PIXELS * max(ce, co) * 4) + align64(ce * 4) + 2 * align64(kh * kw * 8))
+
+
+def qinverted_residual(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
+    """QInvertedResidual (compiler/fused_block_lowering.py): the three parts' operands plus the
+    expand and project weight row sums; per-stage zero points and clamps as 3-value attributes."""
+    expand, depthwise, project = (part["attrs"] for part in call.attrs["parts"])
+    x, y = call.inputs[0], call.outputs[0]
+    w_e, w_d, w_p = (ctx.need_const(call, i, f"{what} weight") for i, what in ((1, "expand"), (5, "depthwise"),
+                                                                               (9, "project")))
+    sums_e = ctx.derive(call, "expand_row_sums", _weight_row_sums(ctx, call, w_e, 0))
+    sums_p = ctx.derive(call, "project_row_sums", _weight_row_sums(ctx, call, w_p, 0))
+    inputs = [x, *call.inputs[1:5], sums_e, *call.inputs[5:9], *call.inputs[9:13], sums_p]
+    stages = (expand, depthwise, project)
+    attrs = {A["STRIDES"]: depthwise.get("strides", [1, 1]), A["DILATIONS"]: depthwise.get("dilations", [1, 1]),
+             A["PADS"]: depthwise.get("pads", [0, 0, 0, 0]),
+             A["INPUT_ZP"]: [a["input_zero_point"] for a in stages],
+             A["OUTPUT_ZP"]: [a["output_zero_point"] for a in stages],
+             A["ACT_MIN"]: [a.get("act_min", -128) for a in stages], A["ACT_MAX"]: [a.get("act_max", 127) for a in stages]}
+    _, cin, h, w = ctx.shape(x)
+    _, co, ho, wo = ctx.shape(y)
+    scratch = inverted_residual_scratch(cin, (h, w), w_e.shape[0], co, (ho, wo), tuple(w_d.shape[2:]),
+                                        depthwise.get("strides", [1, 1])[0], depthwise.get("dilations", [1, 1])[0])
+    return [BlobCall(call.name, OP["QINVERTED_RESIDUAL"], inputs, [y], attrs, scratch)]
+
+
 ENCODERS = {
     "QConv2D": qconv,
     "QDepthwiseConv2D": qconv,
@@ -259,4 +338,5 @@ ENCODERS = {
     "QPad": qpad,
     "QSoftmax": qsoftmax,
     "QLayerNorm": qlayer_norm,
+    "QInvertedResidual": qinverted_residual,
 }

@@ -14,7 +14,7 @@ from pathlib import Path
 HEADER = Path(__file__).resolve().parents[2] / "runtime_arm" / "include" / "ek_ops.h"
 _DEFINE = re.compile(r"^#define\s+EK_([A-Z0-9]+)_([A-Z0-9_]+)\s+(-?\d+)\b", re.MULTILINE)
 _GROUPS = ("BLOB", "SECTION", "DT", "STORE", "PACK", "ATYPE", "ATTR", "OP", "FN", "STEP", "REDUCE", "POOL",
-           "BLOCK", "STATUS")
+           "SPARSE", "BLOCK", "STATUS")
 
 
 def _parse(text: str) -> dict[str, dict[str, int]]:
@@ -40,6 +40,7 @@ FN = _TABLES["FN"]
 STEP = _TABLES["STEP"]
 REDUCE = _TABLES["REDUCE"]
 POOL = _TABLES["POOL"]
+SPARSE = _TABLES["SPARSE"]
 BLOCK = _TABLES["BLOCK"]
 STATUS = _TABLES["STATUS"]
 MAX_RANK = _TABLES["MISC"]["MAX_RANK"]

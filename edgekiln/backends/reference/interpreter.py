@@ -18,7 +18,7 @@ import numpy as np
 from onnx.reference import ReferenceEvaluator
 
 from edgekiln.backends.reference import float_ops
-from edgekiln.backends.reference.kernels import conv, elementwise, movement, normalization, pooling
+from edgekiln.backends.reference.kernels import conv, elementwise, fused_block, movement, normalization, pooling
 from edgekiln.compiler.program import KernelCall, Program
 from edgekiln.errors import ArtifactError
 
@@ -46,6 +46,7 @@ KERNELS: dict[str, Kernel] = {
     "QConcat": movement.concat,
     "QResizeNearest": movement.resize_nearest,
     "QPad": movement.pad,
+    "QInvertedResidual": fused_block.inverted_residual,
 }
 
 # One evaluator per float call, kept as long as the Program lives (keyed by id: a Program is

@@ -49,6 +49,9 @@
 #define EK_PACK_NONE 0
 #define EK_PACK_INT4 1           /* two's-complement nibbles, even flat index in the low nibble */
 #define EK_PACK_INT2 2           /* ternary: four 2-bit values per byte, lowest bits first */
+#define EK_PACK_INT4_K32 3       /* GEMM weights, int4: per row (dim 0) K-blocks of 32 in 16 bytes (ek_gemm.h) */
+#define EK_PACK_INT2_K64 4       /* GEMM weights, ternary: per row (dim 0) K-blocks of 64 in 16 bytes (ek_gemm.h) */
+#define EK_PACK_I8_PAIRS8 5      /* GEMM weights, int8, for smmla: row pairs interleaved per 8 bytes of K (ek_gemm.h) */
 
 /* -- attributes -------------------------------------------------------------------------- */
 #define EK_ATYPE_INT 1           /* values are int64 */
@@ -134,6 +137,8 @@
 #define EK_OP_QUANTIZE 16
 #define EK_OP_DEQUANTIZE 17
 #define EK_OP_DEQUANTIZE_WEIGHT 18
+#define EK_OP_QSPARSE_GEMM 19       /* sparse 1x1 QConv2D / QFullyConnected (src/sparse/, compiler: encode_sparse.py) */
+#define EK_OP_QINVERTED_RESIDUAL 24 /* fused expand 1x1 -> depthwise -> project 1x1 (compiler/fused_block_lowering.py) */
 /* data movement, any dtype */
 #define EK_OP_COPY 40             /* Reshape, Flatten, Squeeze, Unsqueeze, Identity */
 #define EK_OP_TRANSPOSE 41        /* Transpose, DepthToSpace, SpaceToDepth */
@@ -157,6 +162,7 @@
 #define EK_OP_REDUCE 72           /* Reduce*, GlobalAveragePool, GlobalMaxPool */
 #define EK_OP_ARGMAX 73
 #define EK_OP_RESIZE 74           /* (bi)linear resize by per-axis tap tables */
+#define EK_OP_SPARSE_GEMM 75       /* sparse 1x1 Conv / FusedConv / MatMul with a constant weight */
 
 /* -- function codes ---------------------------------------------------------------------- */
 #define EK_FN_IDENTITY 0
@@ -213,6 +219,11 @@
 
 #define EK_POOL_MAX 1
 #define EK_POOL_AVG 2
+
+/* sparse weight formats (EK_ATTR_MODE of the sparse ops; src/sparse/ek_sparse.h has the layout) */
+#define EK_SPARSE_FORMAT_BLOCK 1  /* blocks of B output channels x 1 input channel, CSR by block row */
+#define EK_SPARSE_FORMAT_NM 2     /* N of every M along the input channel, 2-bit in-group indices */
+#define EK_SPARSE_PIXELS 32       /* output pixels (rows of x) per sparse task */
 
 /* -- blocking (the Python writer sizes scratch with the same numbers) -------------------- */
 #define EK_BLOCK_ROWS 64          /* output pixels (GEMM rows) per conv / FC task */

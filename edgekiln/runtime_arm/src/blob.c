@@ -131,7 +131,11 @@ static int parse_tensors(ek_model *m, const section *sec, uint64_t arena_bytes, 
             t->count *= dim;
         }
         t->offset = rd_u64(p + 56);
-        t->nbytes = (size_t)rd_u64(p + 64);
+        const uint64_t nbytes = rd_u64(p + 64);
+        if (nbytes > SIZE_MAX / 2) /* a 32-bit runtime: (size_t) would wrap and pass the checks below */
+            return ek_fail(e, EK_STATUS_NOMEM, "tensor %u '%s': %llu bytes do not fit this %d-bit runtime's "
+                           "address space", i, t->name, (unsigned long long)nbytes, (int)(8 * sizeof(size_t)));
+        t->nbytes = (size_t)nbytes;
         t->scale = rd_f32(p + 72);
         t->zero_point = (int32_t)rd_u32(p + 76);
         if (rd_u32(p + 80) || rd_u32(p + 84))
@@ -139,6 +143,15 @@ static int parse_tensors(ek_model *m, const section *sec, uint64_t arena_bytes, 
         uint64_t expect = (uint64_t)t->count * t->elem_size;
         if (t->packing == EK_PACK_INT4) expect = ((uint64_t)t->count + 1) / 2;
         else if (t->packing == EK_PACK_INT2) expect = ((uint64_t)t->count + 3) / 4;
+        else if (t->packing == EK_PACK_INT4_K32 || t->packing == EK_PACK_INT2_K64) {
+            /* K-blocked GEMM rows (ek_gemm.h): dims[0] rows of ceil(K / per-block) 16-byte blocks */
+            const int64_t rows = t->rank ? t->dims[0] : 1, k = rows ? t->count / rows : 0;
+            expect = (uint64_t)rows * (uint64_t)ek_lowbit_row_bytes(ek_packing_bits(t->packing), k);
+        } else if (t->packing == EK_PACK_I8_PAIRS8) {
+            /* int8 GEMM rows pre-paired for smmla (ek_gemm.h): ceil(rows / 2) pairs */
+            const int64_t rows = t->rank ? t->dims[0] : 1, k = rows ? t->count / rows : 0;
+            expect = (uint64_t)((rows + 1) / 2) * (uint64_t)ek_pairs_pair_bytes(k);
+        }
         else if (t->packing != EK_PACK_NONE)
             return ek_fail(e, EK_STATUS_UNSUPPORTED, "tensor %u '%s': unknown packing %u", i, t->name, t->packing);
         if (t->packing != EK_PACK_NONE && (t->storage != EK_STORE_CONST || t->dtype != EK_DT_INT8))
@@ -333,6 +346,10 @@ int ek_model_load(const void *blob, size_t size, ek_model **out, char *err, size
     else if (arena_bytes > ((uint64_t)1 << 40) || scratch_bytes > ((uint64_t)1 << 40))
         rc = ek_fail(&e, EK_STATUS_CORRUPT, "implausible arena (%llu) or scratch (%llu) size",
                      (unsigned long long)arena_bytes, (unsigned long long)scratch_bytes);
+    else if (arena_bytes > SIZE_MAX / 2 || scratch_bytes > SIZE_MAX / 4) /* 32-bit: (size_t) would wrap */
+        rc = ek_fail(&e, EK_STATUS_NOMEM, "the %llu-byte arena or %llu-byte scratch does not fit this %d-bit "
+                     "runtime's address space", (unsigned long long)arena_bytes, (unsigned long long)scratch_bytes,
+                     (int)(8 * sizeof(size_t)));
     if (!rc) rc = parse_tensors(m, sec, arena_bytes, &e);
     if (!rc) rc = parse_io(m, sec, &e);
     if (!rc) rc = parse_calls(m, sec, &e);

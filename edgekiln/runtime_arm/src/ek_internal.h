@@ -179,8 +179,11 @@ static inline void ek_interior(int64_t in, int64_t out, int64_t k, int64_t s, in
 /* -- shared numerics --------------------------------------------------------------------- */
 static inline size_t ek_align64(size_t n) { return (n + 63) & ~(size_t)63; }
 uint32_t ek_crc32(const uint8_t *data, size_t n);
-/* Values [first, first + count) of a packed int4/int2 constant (or plain int8) as int8. */
+/* Values [first, first + count) (flat, row-major indices) of a packed int4/int2 constant in any
+ * layout, flat or K-blocked, of pre-paired int8 (EK_PACK_I8_PAIRS8), or of plain int8, as int8. */
 void ek_unpack_int8(const ek_tensor *t, const uint8_t *data, int64_t first, int64_t count, int8_t *dst);
+/* Bits per weight of a K-blocked GEMM packing (EK_PACK_INT4_K32: 4, EK_PACK_INT2_K64: 2), else 0. */
+int ek_packing_bits(int packing);
 /* Checks an int32 constant of per-channel shifts: 31 + shift in [1, 62] for every entry. */
 int ek_check_shifts(const ek_tensor *t, const ek_call *c, ek_err *e);
 size_t ek_dtype_size(int dtype);

@@ -65,7 +65,8 @@ int ek_model_set_threads(ek_model *m, int threads, char *err, size_t errlen) {
     if (!m || threads < 1 || threads > 256) return ek_fail(&e, EK_STATUS_ARG, "threads must be in [1, 256]");
     if (threads == m->threads) return EK_STATUS_OK;
     uint8_t *scratch = NULL;
-    if (posix_memalign((void **)&scratch, 64, m->scratch_per_thread * (size_t)threads + 64))
+    if (m->scratch_per_thread > (SIZE_MAX - 64) / (size_t)threads || /* 32-bit: the product would wrap */
+        posix_memalign((void **)&scratch, 64, m->scratch_per_thread * (size_t)threads + 64))
         return ek_fail(&e, EK_STATUS_NOMEM, "out of memory for %d threads' scratch", threads);
     ek_pool *pool = NULL;
     if (threads > 1 && !(pool = ek_pool_create(threads))) {

@@ -1,6 +1,7 @@
 /* Every op code the runtime runs, its name for messages and profiles, and its functions. */
 #include "ek_internal.h"
 #include "kernels/ek_kernels.h"
+#include "sparse/ek_sparse.h"
 
 static const ek_op_def OPS[] = {
     {EK_OP_QCONV2D, "QConv2D", ek_prepare_qconv2d, ek_run_qconv},
@@ -21,6 +22,7 @@ static const ek_op_def OPS[] = {
     {EK_OP_QUANTIZE, "Quantize", ek_prepare_quantize, ek_run_quantize},
     {EK_OP_DEQUANTIZE, "Dequantize", ek_prepare_dequantize, ek_run_dequantize},
     {EK_OP_DEQUANTIZE_WEIGHT, "DequantizeWeight", ek_prepare_dequantize_weight, ek_run_dequantize_weight},
+    {EK_OP_QSPARSE_GEMM, "QSparseGemm", ek_prepare_qsparse_gemm, ek_run_qsparse_gemm},
     {EK_OP_COPY, "Copy", ek_prepare_copy, ek_run_copy},
     {EK_OP_TRANSPOSE, "Transpose", ek_prepare_transpose, ek_run_transpose},
     {EK_OP_INDEX_MAP, "IndexMap", ek_prepare_index_map, ek_run_index_map},
@@ -42,6 +44,8 @@ static const ek_op_def OPS[] = {
     {EK_OP_REDUCE, "Reduce", ek_prepare_reduce, ek_run_reduce},
     {EK_OP_ARGMAX, "ArgMax", ek_prepare_argmax, ek_run_argmax},
     {EK_OP_RESIZE, "Resize", ek_prepare_resize, ek_run_resize},
+    {EK_OP_SPARSE_GEMM, "SparseGemm", ek_prepare_sparse_gemm, ek_run_sparse_gemm},
+    {EK_OP_QINVERTED_RESIDUAL, "QInvertedResidual", ek_prepare_qinverted_residual, ek_run_qinverted_residual},
 };
 
 const ek_op_def *ek_find_op(int op) {

@@ -4,25 +4,37 @@
  *
  *   ek_run MODEL.blob --input NAME=FILE ... [--output NAME=FILE ...] [--threads N]
  *          [--repeat R] [--warmup W] [--profile FILE.json] [--isa auto|c|neon|dotprod|i8mm|avx2]
+ *          [--mark-calls]
  *
  * Tensor files are raw little-endian, C-ordered, exactly the byte size of the tensor (the
  * Python side converts .npy).  After the runs it prints one JSON line on stdout: the GEMM path,
  * threads, memory and the latency of the timed runs (min / median / p90 / mean, ms).
- * --profile writes each call's mean time over the timed runs.
+ * --profile writes each call's mean time over the timed runs.  The peak resident set size is
+ * printed too (VmHWM of /proc/self/status: getrusage's ru_maxrss would carry over the peak of
+ * the process that exec'd us; under qemu-user it is the emulator's), -1 where unknown.
+ *
+ * --mark-calls brackets each timed run with a marker system call (EK_MARK_SYSCALL, argument 1
+ * before the run, 2 after it) that no kernel implements: the qemu instruction-count plugin
+ * (runtime_arm/tools/qemu_insn_plugin.c) sees it and attributes the instructions in between.
+ * Only for emulated runs: a real kernel answers ENOSYS, a seccomp sandbox may kill the process.
  *
  * Exit status: 0 ok, 2 bad usage or unreadable file, 3 the blob does not load (corrupted,
  * truncated, unsupported), 4 the run failed, 5 the requested ISA is not available.
  */
+#define _DEFAULT_SOURCE /* syscall() */
 #define _POSIX_C_SOURCE 200809L
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ek_runtime.h"
 
 #define MAX_IO 256
+/* "EK": a system call number no Linux architecture uses (see --mark-calls). */
+#define EK_MARK_SYSCALL 0x4b45
 
 typedef struct {
     const char *name, *path;
@@ -30,7 +42,7 @@ typedef struct {
 
 static int usage(const char *msg) {
     fprintf(stderr, "ek_run: %s\nusage: ek_run MODEL.blob --input NAME=FILE ... [--output NAME=FILE ...] "
-                    "[--threads N] [--repeat R] [--warmup W] [--profile FILE.json] [--isa ISA]\n", msg);
+                    "[--threads N] [--repeat R] [--warmup W] [--profile FILE.json] [--isa ISA] [--mark-calls]\n", msg);
     return 2;
 }
 
@@ -71,6 +83,18 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Peak resident set of this process image in KiB, -1 when /proc is not there. */
+static long peak_rss_kb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6)) kb = strtol(line + 6, NULL, 10);
+    fclose(f);
+    return kb;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -89,7 +113,7 @@ static void json_string(FILE *f, const char *s) {
 
 int main(int argc, char **argv) {
     binding ins[MAX_IO], outs[MAX_IO];
-    int n_in = 0, n_out = 0, threads = 1, repeat = 1, warmup = 0;
+    int n_in = 0, n_out = 0, threads = 1, repeat = 1, warmup = 0, mark_calls = 0;
     const char *blob_path = NULL, *profile_path = NULL, *isa = "auto";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -110,6 +134,8 @@ int main(int argc, char **argv) {
             if (!v) return usage("--profile needs a file");
             profile_path = v;
             i++;
+        } else if (!strcmp(a, "--mark-calls")) {
+            mark_calls = 1;
         } else if (!strcmp(a, "--isa")) {
             if (!v) return usage("--isa needs a value");
             isa = v;
@@ -203,9 +229,11 @@ int main(int argc, char **argv) {
     for (int r = 0; r < warmup + repeat; r++) {
         int timed = r >= warmup;
         ek_model_set_profile(model, timed && profile_path ? profile : NULL);
+        if (timed && mark_calls) syscall(EK_MARK_SYSCALL, 1L);
         double t0 = now();
         rc = ek_model_run(model, (const void *const *)in_bufs, out_bufs, err, sizeof err);
         double t1 = now();
+        if (timed && mark_calls) syscall(EK_MARK_SYSCALL, 2L);
         if (rc) {
             fprintf(stderr, "ek_run: error: %s\n", err);
             status = 4;
@@ -262,8 +290,10 @@ int main(int argc, char **argv) {
         for (int r = 0; r < repeat; r++) sum += times[r];
         int p90 = (int)(0.9 * (repeat - 1) + 0.5);
         printf("{\"isa\": \"%s\", \"threads\": %d, \"warmup\": %d, \"repeat\": %d, \"arena_bytes\": %zu, "
-               "\"scratch_bytes\": %zu, \"latency_ms\": {\"min\": %.6f, \"median\": %.6f, \"p90\": %.6f, \"mean\": %.6f}}\n",
+               "\"scratch_bytes\": %zu, \"max_rss_kb\": %ld, "
+               "\"latency_ms\": {\"min\": %.6f, \"median\": %.6f, \"p90\": %.6f, \"mean\": %.6f}}\n",
                ek_model_isa(model), threads, warmup, repeat, ek_model_arena_bytes(model), ek_model_scratch_bytes(model),
+               peak_rss_kb(),
                1e3 * times[0], 1e3 * (repeat % 2 ? times[repeat / 2] : 0.5 * (times[repeat / 2 - 1] + times[repeat / 2])),
                1e3 * times[p90], 1e3 * sum / repeat);
     }

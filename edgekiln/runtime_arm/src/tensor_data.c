@@ -71,9 +71,32 @@ int ek_broadcast_strides(const ek_tensor *t, int rank, const int64_t *dims, int6
     return 1;
 }
 
+int ek_packing_bits(int packing) {
+    return packing == EK_PACK_INT4_K32 ? 4 : packing == EK_PACK_INT2_K64 ? 2 : 0;
+}
+
 void ek_unpack_int8(const ek_tensor *t, const uint8_t *data, int64_t first, int64_t count, int8_t *dst) {
     if (t->packing == EK_PACK_NONE) {
         memcpy(dst, data + first, (size_t)count);
+        return;
+    }
+    if (t->packing == EK_PACK_I8_PAIRS8) { /* int8 rows pre-paired for smmla */
+        const int64_t k = t->count / t->dims[0], pair_bytes = ek_pairs_pair_bytes(k);
+        int64_t row = first / k, col = first % k;
+        for (int64_t i = 0; i < count; i++) {
+            dst[i] = (int8_t)ek_pairs_weight((const int8_t *)data, row, col, pair_bytes);
+            if (++col == k) col = 0, row++;
+        }
+        return;
+    }
+    const int blocked_bits = ek_packing_bits(t->packing);
+    if (blocked_bits) { /* K-blocked GEMM rows: walk row by row */
+        const int64_t k = t->count / t->dims[0], row_bytes = ek_lowbit_row_bytes(blocked_bits, k);
+        int64_t row = first / k, col = first % k;
+        for (int64_t i = 0; i < count; i++) {
+            dst[i] = (int8_t)ek_lowbit_weight(data + row * row_bytes, blocked_bits, col);
+            if (++col == k) col = 0, row++;
+        }
         return;
     }
     if (t->packing == EK_PACK_INT4) {

@@ -3,8 +3,9 @@
  *
  * aarch64 Linux/Android: the kernel's hwcaps (getauxval), the only reliable source in user
  * space (the ID registers trap or are virtualised).  Other aarch64 OSes: NEON only, which every
- * armv8-a CPU has.  x86_64: cpuid for AVX2/FMA, plus xgetbv to check that the OS saves the
- * ymm registers (XCR0 bits 1 and 2), without which AVX code faults.
+ * armv8-a CPU has.  32-bit arm Linux: HWCAP_NEON from the same hwcaps.  x86_64: cpuid for
+ * AVX2/FMA, plus xgetbv to check that the OS saves the ymm registers (XCR0 bits 1 and 2),
+ * without which AVX code faults.
  */
 #if defined(__linux__) && !defined(_GNU_SOURCE)
 #define _GNU_SOURCE /* getauxval is not in C99's namespace */
@@ -41,6 +42,17 @@ unsigned ek_cpu_features(void) {
 #elif defined(__aarch64__)
 
 unsigned ek_cpu_features(void) { return EK_CPU_NEON; }
+
+#elif defined(__arm__) && defined(__linux__)
+#include <sys/auxv.h>
+
+/* 32-bit arm: NEON is optional in Armv7-A (a Cortex-A9 may lack it), so ask the kernel
+ * (arch/arm/include/uapi/asm/hwcap.h).  dotprod / i8mm kernels are AArch64 code: never set. */
+#ifndef HWCAP_NEON
+#define HWCAP_NEON (1UL << 12)
+#endif
+
+unsigned ek_cpu_features(void) { return (getauxval(AT_HWCAP) & HWCAP_NEON) ? EK_CPU_NEON : 0; }
 
 #elif defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>

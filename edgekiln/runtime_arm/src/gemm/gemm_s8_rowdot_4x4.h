@@ -1,5 +1,5 @@
 /*
- * The 4x4 "row dot" tiling shared by the NEON and dotprod kernels (aarch64 only).
+ * The 4x4 "row dot" tiling shared by the NEON and dotprod kernels (aarch64; the NEON one also armv7).
  *
  * Both operands are k-contiguous rows (A: pixels, B: channels), so each output is the dot
  * product of two rows.  A tile keeps 4 A rows x 4 B rows = 16 int32x4 accumulators in
@@ -32,6 +32,15 @@
 
 #define EK_RD_MR 4
 #define EK_RD_NR 4
+
+/* [a0+a1, a2+a3, b0+b1, b2+b3]: one addp on aarch64, two vpadd of d halves on armv7. */
+static inline int32x4_t ek_rd_paddq_s32(int32x4_t a, int32x4_t b) {
+#if defined(__aarch64__)
+    return vpaddq_s32(a, b);
+#else
+    return vcombine_s32(vpadd_s32(vget_low_s32(a), vget_high_s32(a)), vpadd_s32(vget_low_s32(b), vget_high_s32(b)));
+#endif
+}
 
 static inline __attribute__((always_inline)) void rowdot_tile(int rows, const int8_t *const *ar,
                                                               const int8_t *const *br, int k,
@@ -74,8 +83,8 @@ static inline __attribute__((always_inline)) void rowdot_tile(int rows, const in
 #pragma GCC unroll 4
     for (int r = 0; r < rows; r++) {
         /* vpaddq twice turns the 4 accumulators' 16 lanes into [c0, c1, c2, c3]. */
-        const int32x4_t sum = vpaddq_s32(vpaddq_s32(acc[r][0], acc[r][1]),
-                                         vpaddq_s32(acc[r][2], acc[r][3]));
+        const int32x4_t sum = ek_rd_paddq_s32(ek_rd_paddq_s32(acc[r][0], acc[r][1]),
+                                              ek_rd_paddq_s32(acc[r][2], acc[r][3]));
         int32_t *crow = c + (ptrdiff_t)r * ldc;
         if (cols == EK_RD_NR) {
             vst1q_s32(crow, sum);

@@ -23,11 +23,14 @@ static const gemm_choice choices[] = {
      "i8mm refused: the CPU lacks FEAT_I8MM (smmla) or FEAT_DotProd (HWCAP2_I8MM/HWCAP_ASIMDDP)"},
     {"dotprod", ek_gemm_s8_dotprod, EK_CPU_DOTPROD,
      "dotprod refused: the CPU lacks FEAT_DotProd (sdot, HWCAP_ASIMDDP)"},
-    {"neon", ek_gemm_s8_neon, EK_CPU_NEON, "neon refused: the CPU lacks Advanced SIMD (HWCAP_ASIMD)"},
 #else
     {"i8mm", 0, 0, "i8mm refused: not built (aarch64 only)"},
     {"dotprod", 0, 0, "dotprod refused: not built (aarch64 only)"},
-    {"neon", 0, 0, "neon refused: not built (aarch64 only)"},
+#endif
+#if defined(EK_GEMM_S8_NEON_BUILT)
+    {"neon", ek_gemm_s8_neon, EK_CPU_NEON, "neon refused: the CPU lacks Advanced SIMD (HWCAP_ASIMD / HWCAP_NEON)"},
+#else
+    {"neon", 0, 0, "neon refused: not built (aarch64 only)"}, /* or armv7 built with NEON */
 #endif
 #if defined(__x86_64__)
     {"avx2", ek_gemm_s8_avx2, EK_CPU_AVX2, "avx2 refused: the CPU or OS lacks AVX2"},

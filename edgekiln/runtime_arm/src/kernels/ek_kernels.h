@@ -27,6 +27,9 @@ int ek_prepare_dequantize(ek_model *m, ek_call *c, ek_err *e);
 int ek_run_dequantize(ek_model *m, const ek_call *c, ek_err *e);
 int ek_prepare_dequantize_weight(ek_model *m, ek_call *c, ek_err *e);
 int ek_run_dequantize_weight(ek_model *m, const ek_call *c, ek_err *e);
+/* qinverted_residual.c */
+int ek_prepare_qinverted_residual(ek_model *m, ek_call *c, ek_err *e);
+int ek_run_qinverted_residual(ek_model *m, const ek_call *c, ek_err *e);
 /* qpool.c, qnorm.c */
 int ek_prepare_qaverage_pool(ek_model *m, ek_call *c, ek_err *e);
 int ek_run_qaverage_pool(ek_model *m, const ek_call *c, ek_err *e);

@@ -3,10 +3,10 @@
  * as 2-D ones of height 1.
  *
  * Conv: y[o, p] = Σ_k W[o, k]·cols[k, p] over the im2col matrix in its natural NCHW
- * orientation (k rows, pixels contiguous), so the inner loop is an axpy over pixels that the
- * compiler vectorizes without reassociating sums.  A task is one block of EK_BLOCK_ROWS pixels
- * and EK_BLOCK_COLS output channels of one group and image; four output channels share each
- * pass over the columns.  A 1x1, stride-1, unpadded convolution reads the input as its own
+ * orientation (k rows, pixels contiguous): the float GEMM of ek_gemm.h (NEON or AVX2+FMA
+ * register tiles, or the portable axpy loop), C = W · cols with pixels along the vectors.  A
+ * task is one block of EK_BLOCK_ROWS pixels and EK_BLOCK_COLS output channels of one group and
+ * image.  A 1x1, stride-1, unpadded convolution reads the input as its own
  * column matrix.  Depthwise convolutions take a direct loop.
  */
 #include <string.h>
@@ -26,6 +26,7 @@ typedef struct {
     const fconv_params *p;
     const float *x, *w, *bias, *res;
     float *y;
+    ek_sgemm_fn gemm; /* the float GEMM of the model's ISA (ek_gemm.h) */
 } fconv_run;
 
 static int prepare_geometry(ek_model *m, ek_call *c, fconv_params *p, int transposed, ek_err *e) {
@@ -146,37 +147,11 @@ static void gemm_task(void *ctx, int64_t t, uint8_t *scratch) {
         cols = (const float *)scratch;
         ld = rows;
     }
-    float acc[4][EK_BLOCK_ROWS];
-    for (int64_t o = o0; o < oend; o += 4) {
-        int nj = oend - o < 4 ? (int)(oend - o) : 4;
-        for (int j = 0; j < nj; j++)
-            for (int64_t i = 0; i < rows; i++) acc[j][i] = 0.0f;
-        const float *w0 = r->w + o * p->Kg;
-        if (nj == 4) {
-            const float *w1 = w0 + p->Kg, *w2 = w1 + p->Kg, *w3 = w2 + p->Kg;
-            for (int64_t k = 0; k < p->Kg; k++) {
-                const float *restrict cr = cols + k * ld;
-                const float a0 = w0[k], a1 = w1[k], a2 = w2[k], a3 = w3[k];
-                for (int64_t i = 0; i < rows; i++) {
-                    float v = cr[i];
-                    acc[0][i] += a0 * v;
-                    acc[1][i] += a1 * v;
-                    acc[2][i] += a2 * v;
-                    acc[3][i] += a3 * v;
-                }
-            }
-        } else {
-            for (int j = 0; j < nj; j++) {
-                const float *wj = w0 + j * p->Kg;
-                for (int64_t k = 0; k < p->Kg; k++) {
-                    const float *restrict cr = cols + k * ld;
-                    const float a = wj[k];
-                    for (int64_t i = 0; i < rows; i++) acc[j][i] += a * cr[i];
-                }
-            }
-        }
-        for (int j = 0; j < nj; j++) finish(r, n, o + j, p0, acc[j], rows);
-    }
+    /* [oend - o0 channels] x [rows pixels] = W[o0:oend, :] · cols (K x rows, row stride ld) */
+    float acc[EK_BLOCK_COLS][EK_BLOCK_ROWS];
+    r->gemm((int)(oend - o0), (int)rows, (int)p->Kg, r->w + o0 * p->Kg, (int)p->Kg, cols, (int)ld, &acc[0][0],
+            EK_BLOCK_ROWS);
+    for (int64_t o = o0; o < oend; o++) finish(r, n, o, p0, acc[o - o0], rows);
 }
 
 /* One output row at a time, accumulated in place in the output: for each tap, one pass over
@@ -224,7 +199,7 @@ int ek_run_conv(ek_model *m, const ek_call *c, ek_err *e) {
     const fconv_params *p = c->params;
     if (p->y->count == 0) return EK_STATUS_OK;
     fconv_run r = {p, ek_data(m, p->x), ek_data(m, p->w), p->bias ? ek_data(m, p->bias) : NULL,
-                   p->res ? ek_data(m, p->res) : NULL, ek_data(m, p->y)};
+                   p->res ? ek_data(m, p->res) : NULL, ek_data(m, p->y), ek_select_sgemm(ek_cpu_features(), m->isa)};
     if (p->depthwise) ek_parallel(m, p->N * p->C, depthwise_task, &r);
     else ek_parallel(m, p->N * p->G * p->pblocks * p->oblocks, gemm_task, &r);
     return EK_STATUS_OK;
@@ -270,7 +245,8 @@ int ek_run_conv_transpose(ek_model *m, const ek_call *c, ek_err *e) {
     (void)e;
     const fconv_params *p = c->params;
     if (p->y->count == 0) return EK_STATUS_OK;
-    fconv_run r = {p, ek_data(m, p->x), ek_data(m, p->w), p->bias ? ek_data(m, p->bias) : NULL, NULL, ek_data(m, p->y)};
+    fconv_run r = {p, ek_data(m, p->x), ek_data(m, p->w), p->bias ? ek_data(m, p->bias) : NULL, NULL, ek_data(m, p->y),
+                   NULL};
     ek_parallel(m, p->N * p->O, transpose_task, &r);
     return EK_STATUS_OK;
 }

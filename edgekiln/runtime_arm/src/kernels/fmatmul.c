@@ -3,9 +3,10 @@
  * A [..., M, K], B [..., K, N] (either transposed by attribute), numpy batch broadcasting,
  * bias [N] along rows, an optional residual shaped like y.
  *
- * Each output row is accumulated as axpys over rows of B (y[i, :] += a[i, k]·B[k, :]), four
- * output rows per pass so each B row is loaded once per four; a transposed B (only ever an
- * activation: the compiler pre-transposes constant ones) is packed to [K, N] in scratch first.
+ * The product runs on the float GEMM of ek_gemm.h (NEON or AVX2+FMA register tiles, or the
+ * portable axpy loop); a transposed B (only ever an activation: the compiler pre-transposes
+ * constant ones) is packed to [K, N] in scratch first.  A transposed A (rare) keeps the
+ * portable loop: axpys over rows of B, four output rows per pass.
  * A task is one block of EK_BLOCK_ROWS rows of one batch matrix.
  */
 #include <string.h>
@@ -27,6 +28,7 @@ typedef struct {
     const fmatmul_params *p;
     const float *a, *b, *bias, *res;
     float *y;
+    ek_sgemm_fn gemm; /* the float GEMM of the model's ISA (ek_gemm.h) */
 } fmatmul_run;
 
 int ek_prepare_matmul(ek_model *m, ek_call *c, ek_err *e) {
@@ -97,11 +99,15 @@ static void task(void *ctx, int64_t t, uint8_t *scratch) {
     const int64_t ars = p->ta ? 1 : K, acs = p->ta ? M : 1;
     int64_t i0 = mb * p->pb, i1 = i0 + p->pb < M ? i0 + p->pb : M;
     float *y = r->y + batch * M * N;
+    if (!p->ta) /* rows i0..i1 of A are row-major with stride K: one float GEMM */
+        r->gemm((int)(i1 - i0), (int)N, (int)K, a + i0 * K, (int)K, b, (int)N, y + i0 * N, (int)N);
     for (int64_t i = i0; i < i1; i += 4) {
         int ni = i1 - i < 4 ? (int)(i1 - i) : 4;
         float *restrict y0 = y + i * N, *restrict y1 = y0 + N, *restrict y2 = y1 + N, *restrict y3 = y2 + N;
-        memset(y0, 0, (size_t)(ni * N) * sizeof(float));
-        if (ni == 4) {
+        if (!p->ta) {
+            /* computed by the GEMM above */
+        } else if (ni == 4) {
+            memset(y0, 0, (size_t)(ni * N) * sizeof(float));
             for (int64_t k = 0; k < K; k++) {
                 const float *restrict br = b + k * N;
                 const float a0 = a[i * ars + k * acs], a1 = a[(i + 1) * ars + k * acs];
@@ -115,6 +121,7 @@ static void task(void *ctx, int64_t t, uint8_t *scratch) {
                 }
             }
         } else {
+            memset(y0, 0, (size_t)(ni * N) * sizeof(float));
             for (int q = 0; q < ni; q++) {
                 float *yq = y0 + q * N;
                 for (int64_t k = 0; k < K; k++) {
@@ -140,7 +147,7 @@ int ek_run_matmul(ek_model *m, const ek_call *c, ek_err *e) {
     const fmatmul_params *p = c->params;
     if (p->y->count == 0) return EK_STATUS_OK;
     fmatmul_run r = {p, ek_data(m, p->a), ek_data(m, p->b), p->bias ? ek_data(m, p->bias) : NULL,
-                     p->res ? ek_data(m, p->res) : NULL, ek_data(m, p->y)};
+                     p->res ? ek_data(m, p->res) : NULL, ek_data(m, p->y), ek_select_sgemm(ek_cpu_features(), m->isa)};
     ek_parallel(m, p->batches * p->mblocks, task, &r);
     return EK_STATUS_OK;
 }

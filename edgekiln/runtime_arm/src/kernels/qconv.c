@@ -11,15 +11,22 @@
  *     Σ_k (x_k − zp)·w[o,k] = (A·Bᵀ)[p,o] − zp·rowsum[o]               (exact, int64)
  *
  * Per-group weights (int4 / ternary with group_ratio) run one GEMM per K group and combine
- * the group sums with their Q16 ratios exactly as the spec says.  Packed int4/int2 weights
- * are unpacked block by block into the task's scratch.  Depthwise convolutions with
+ * the group sums with their Q16 ratios exactly as the spec says.  int4 / ternary weights in
+ * the K-blocked GEMM layout (EK_PACK_INT4_K32 / INT2_K64, written by the compiler) go to the
+ * low-bit GEMM, which unpacks them in registers; other packed weights (flat int4/int2) are
+ * unpacked block by block into the task's scratch and run the int8 GEMM.  Depthwise convolutions with
  * per-channel weights take a direct loop instead (a GEMM with K = kh·kw per channel wastes
- * more than it saves).  Fully connected layers are the same GEMM with A = x itself.
+ * more than it saves): with a SIMD table (ek_simd.h) the padded-row kernels of
+ * qdepthwise_rows.c, else the portable loop below.  Fully connected layers are the same GEMM
+ * with A = x itself.  The GEMM epilogue requantizes a channel's column with the SIMD table
+ * when c32 + bias − zp·rowsum provably fits int32, else with the scalar int64 rule.
  */
 #include <string.h>
 
 #include "../ek_internal.h"
 #include "ek_requant.h"
+#include "ek_simd.h"
+#include "qdepthwise_rows.h"
 
 typedef struct {
     const ek_tensor *x, *w, *bias, *mult, *shift, *ratio, *wsum, *y;
@@ -31,20 +38,47 @@ typedef struct {
     int64_t gs, ngr, frac;
     int64_t pb, ocb, pblocks, oblocks;
     size_t off_c32, off_w, off_wide;
+    ek_dw_rows_plan rows; /* depthwise: the SIMD row path (qdepthwise_rows.c) */
 } qconv_params;
 
 typedef struct {
     const qconv_params *p;
+    const ek_simd_kernels *simd; /* NULL: portable loops */
     ek_gemm_s8_fn gemm;
     const int8_t *x;
     const uint8_t *w;
     const int32_t *bias, *mult, *shift, *ratio, *wsum;
     int8_t *y;
+    ek_gemm_lowbit_fn gemm_lowbit; /* K-blocked int4 / ternary weights read in place; NULL: unpack */
+    int lowbit_bits;
+    int64_t lowbit_row_bytes;
+    ek_gemm_s8_fn gemm_paired;     /* int8 weights pre-paired for smmla read in place; NULL: unpack */
+    int64_t pair_bytes;
 } qconv_run;
 
 static int64_t out_size(int64_t in, int64_t pad_total, int64_t k, int64_t s, int64_t d) {
     int64_t num = in + pad_total - d * (k - 1) - 1;
     return num < 0 ? -1 : num / s + 1;
+}
+
+/* Bits of K-blocked int4 / ternary weights the low-bit GEMM reads in place, else 0: not a
+ * depthwise call, and every K group (group_size) starting on a block boundary.  Otherwise
+ * packed weights are unpacked per task into scratch (ek_unpack_int8 reads every layout). */
+static int lowbit_in_place(const qconv_params *p) {
+    const int bits = ek_packing_bits(p->w->packing);
+    if (!bits || p->depthwise || (p->ratio && p->gs % ek_lowbit_per_block(bits))) return 0;
+    return bits;
+}
+
+/* int8 weights pre-paired for smmla (EK_PACK_I8_PAIRS8, written for i8mm targets) are read in place
+ * when the model runs the i8mm int8 GEMM, every channel block starts on a pair (even first
+ * channel) and every K group on an 8-byte chunk; otherwise (e.g. --isa dotprod on the same
+ * artifact) they are unpacked per task like packed weights. */
+static int paired_in_place(const ek_model *m, const qconv_params *p) {
+    if (p->w->packing != EK_PACK_I8_PAIRS8 || p->depthwise || !ek_gemm_s8_i8mm_paired_fn()) return 0;
+    if (m->gemm_s8 != ek_gemm_s8_i8mm_fn()) return 0;
+    const int even_blocks = (p->G == 1 || p->Og % 2 == 0) && (p->oblocks == 1 || p->ocb % 2 == 0);
+    return even_blocks && (!p->ratio || p->gs % 8 == 0);
 }
 
 static int check_vector(const ek_tensor *t, int64_t n, const ek_call *c, const char *what, ek_err *e) {
@@ -105,10 +139,16 @@ static int prepare_common(ek_model *m, ek_call *c, qconv_params *p, ek_err *e) {
     p->off_c32 = off;
     off += ek_align64((size_t)(p->pb * p->ocb) * 4);
     p->off_w = off;
-    if (p->w->packing != EK_PACK_NONE) off += ek_align64((size_t)(p->ocb * p->Kg));
+    if (p->w->packing != EK_PACK_NONE && !lowbit_in_place(p)) off += ek_align64((size_t)(p->ocb * p->Kg));
     p->off_wide = off;
     if (p->ratio) off += ek_align64((size_t)(p->pb * p->ocb) * 8);
-    c->scratch = p->depthwise ? ek_align64((size_t)(p->kh * p->kw)) + ek_align64((size_t)p->Wo * 4) : off;
+    c->scratch = off;
+    if (p->depthwise) {
+        /* either path may run (the ISA can change after load): room for both */
+        ek_dw_rows_plan_init(&p->rows, p->H, p->W, p->Ho, p->Wo, p->kh, p->kw, p->sh, p->sw, p->dh, p->dw, p->pt, p->pl);
+        size_t portable = ek_align64((size_t)p->Wo * 4);
+        c->scratch = ek_align64((size_t)(p->kh * p->kw)) + (portable > p->rows.scratch ? portable : p->rows.scratch);
+    }
     return EK_STATUS_OK;
 }
 
@@ -187,15 +227,38 @@ static void im2col(const qconv_params *p, const int8_t *x, int64_t n, int64_t g,
             for (int64_t r = 0; r < rows; r++) cols[r * K + ch] = src[r];
         return;
     }
-    int64_t k = 0;
-    for (int64_t ch = 0; ch < p->Cg; ch++) {
-        const int8_t *plane = x + ((n * p->C + g * p->Cg + ch) * p->H) * p->W;
-        for (int64_t ky = 0; ky < p->kh; ky++)
-            for (int64_t kx = 0; kx < p->kw; kx++, k++)
-                for (int64_t r = 0; r < rows; r++) {
-                    int64_t iy = iy0[r] + ky * p->dh, ix = ix0[r] + kx * p->dw;
-                    cols[r * K + k] = iy >= 0 && iy < p->H && ix >= 0 && ix < p->W ? plane[iy * p->W + ix] : zx;
+    /* The block as runs of pixels within one output row: along a run the window's input
+     * column advances by sw, so each tap copies a strided input segment whose in-bounds part
+     * is computed once (no per-pixel bounds checks or divisions). */
+    for (int64_t r = 0; r < rows;) {
+        const int64_t ox0 = (p0 + r) % p->Wo;
+        const int64_t run = rows - r < p->Wo - ox0 ? rows - r : p->Wo - ox0;
+        int8_t *dst = cols + r * K;
+        int64_t k = 0;
+        for (int64_t ch = 0; ch < p->Cg; ch++) {
+            const int8_t *plane = x + ((n * p->C + g * p->Cg + ch) * p->H) * p->W;
+            for (int64_t ky = 0; ky < p->kh; ky++) {
+                const int64_t iy = iy0[r] + ky * p->dh;
+                const int inside = iy >= 0 && iy < p->H;
+                for (int64_t kx = 0; kx < p->kw; kx++, k++) {
+                    const int64_t ix = ix0[r] + kx * p->dw; /* input column of the run's first pixel */
+                    /* pixels s in [lo, hi) read columns ix + s·sw inside [0, W) */
+                    int64_t lo = ix < 0 ? (-ix + p->sw - 1) / p->sw : 0;
+                    int64_t hi = p->W - ix > 0 ? (p->W - ix + p->sw - 1) / p->sw : 0;
+                    if (!inside) lo = hi = 0;
+                    if (hi > run) hi = run;
+                    if (lo > hi) lo = hi;
+                    int64_t s = 0;
+                    for (; s < lo; s++) dst[s * K + k] = zx;
+                    if (inside) {
+                        const int8_t *row = plane + iy * p->W;
+                        for (; s < hi; s++) dst[s * K + k] = row[ix + s * p->sw];
+                    }
+                    for (; s < run; s++) dst[s * K + k] = zx;
                 }
+            }
+        }
+        r += run;
     }
 }
 
@@ -217,8 +280,13 @@ static void gemm_task(void *ctx, int64_t t, uint8_t *scratch) {
         im2col(p, r->x, n, g, p0, rows, (int8_t *)scratch);
         a = (const int8_t *)scratch;
     }
-    const int8_t *b;
-    if (p->w->packing != EK_PACK_NONE) {
+    const int8_t *b = NULL;
+    const uint8_t *packed = r->gemm_lowbit ? r->w + obase * r->lowbit_row_bytes : NULL;
+    /* pre-paired int8: obase is even (checked in ek_run_qconv), so its pair starts the block */
+    const int8_t *paired = r->gemm_paired ? (const int8_t *)r->w + obase / 2 * r->pair_bytes : NULL;
+    if (packed || paired) {
+        /* read in place by the low-bit or the paired i8mm GEMM */
+    } else if (p->w->packing != EK_PACK_NONE) {
         int8_t *wbuf = (int8_t *)(scratch + p->off_w);
         ek_unpack_int8(p->w, r->w, obase * p->Kg, on * p->Kg, wbuf);
         b = wbuf;
@@ -231,13 +299,25 @@ static void gemm_task(void *ctx, int64_t t, uint8_t *scratch) {
     if (p->ratio) {
         memset(wide, 0, (size_t)(rows * on) * 8);
         for (int64_t j = 0; j < p->ngr; j++) {
-            r->gemm((int)rows, (int)on, (int)p->gs, a + j * p->gs, (int)p->Kg, b + j * p->gs, (int)p->Kg, c32, (int)on);
+            if (packed) /* gs is a whole number of K blocks (checked in ek_run_qconv) */
+                r->gemm_lowbit((int)rows, (int)on, (int)p->gs, a + j * p->gs, (int)p->Kg,
+                               packed + j * p->gs / ek_lowbit_per_block(r->lowbit_bits) * EK_LOWBIT_BLOCK_BYTES,
+                               (int)r->lowbit_row_bytes, c32, (int)on);
+            else if (paired) /* gs is a multiple of 8: K slice j * gs starts chunk j * gs / 8 */
+                r->gemm_paired((int)rows, (int)on, (int)p->gs, a + j * p->gs, (int)p->Kg, paired + 2 * j * p->gs,
+                               (int)r->pair_bytes, c32, (int)on);
+            else
+                r->gemm((int)rows, (int)on, (int)p->gs, a + j * p->gs, (int)p->Kg, b + j * p->gs, (int)p->Kg, c32, (int)on);
             for (int64_t i = 0; i < rows; i++)
                 for (int64_t o = 0; o < on; o++) {
                     int64_t k = (obase + o) * p->ngr + j;
                     wide[i * on + o] += (int64_t)r->ratio[k] * ((int64_t)c32[i * on + o] - zx * r->wsum[k]);
                 }
         }
+    } else if (packed) {
+        r->gemm_lowbit((int)rows, (int)on, (int)p->Kg, a, (int)p->Kg, packed, (int)r->lowbit_row_bytes, c32, (int)on);
+    } else if (paired) {
+        r->gemm_paired((int)rows, (int)on, (int)p->Kg, a, (int)p->Kg, paired, (int)r->pair_bytes, c32, (int)on);
     } else {
         r->gemm((int)rows, (int)on, (int)p->Kg, a, (int)p->Kg, b, (int)p->Kg, c32, (int)on);
     }
@@ -246,6 +326,14 @@ static void gemm_task(void *ctx, int64_t t, uint8_t *scratch) {
         int32_t mlt = r->mult[og], sft = r->shift[og];
         int64_t bias = r->bias[og];
         int64_t fold = zx * r->wsum[og];
+        /* SIMD epilogue: |c32| <= Kg·2^14 (raw int8 products), so c32 + (bias − fold) is an exact
+         * int32 when the bound below holds */
+        int64_t add = bias - fold, reach = (add < 0 ? -add : add) + p->Kg * (1 << 14);
+        if (r->simd && !p->ratio && !p->fc && reach < ((int64_t)1 << 31)) {
+            const ek_rq rq = {mlt, 31 + sft, p->zy, p->lo, p->hi};
+            r->simd->requantize_column(c32 + o, on, rows, (int32_t)add, &rq, r->y + (n * p->O + og) * p->P + p0);
+            continue;
+        }
         for (int64_t i = 0; i < rows; i++) {
             int64_t acc;
             if (p->ratio) acc = ek_rshift_round(wide[i * on + o], 16 - (int)p->frac) + bias * ((int64_t)1 << p->frac);
@@ -266,10 +354,13 @@ static void depthwise_task(void *ctx, int64_t t, uint8_t *scratch) {
     const int8_t *plane = r->x + t * p->H * p->W;
     int8_t *out = r->y + t * p->P;
     int8_t *w = (int8_t *)scratch;
-    int32_t *acc = (int32_t *)(scratch + ek_align64((size_t)(p->kh * p->kw)));
+    uint8_t *rest = scratch + ek_align64((size_t)(p->kh * p->kw));
+    int32_t *acc = (int32_t *)rest;
     ek_unpack_int8(p->w, r->w, ch * p->kh * p->kw, p->kh * p->kw, w);
     const int32_t mlt = r->mult[ch], sft = r->shift[ch], zx = p->zx;
     const int64_t bias = r->bias[ch], sw = p->sw;
+    const ek_rq rq = {mlt, 31 + sft, p->zy, p->lo, p->hi};
+    if (r->simd && ek_dw_rows_plane(&p->rows, r->simd, plane, w, zx, bias, &rq, out, rest)) return;
     int64_t xlo, xhi;
     ek_interior(p->W, p->Wo, p->kw, p->sw, p->dw, p->pl, &xlo, &xhi);
     for (int64_t oy = 0; oy < p->Ho; oy++) {
@@ -305,9 +396,22 @@ static void depthwise_task(void *ctx, int64_t t, uint8_t *scratch) {
 int ek_run_qconv(ek_model *m, const ek_call *c, ek_err *e) {
     (void)e;
     const qconv_params *p = c->params;
-    qconv_run r = {p, m->gemm_s8, ek_data(m, p->x), ek_data(m, p->w), ek_data(m, p->bias), ek_data(m, p->mult),
-                   ek_data(m, p->shift), p->ratio ? ek_data(m, p->ratio) : NULL, ek_data(m, p->wsum), ek_data(m, p->y)};
+    qconv_run r = {p, ek_simd_for(m), m->gemm_s8, ek_data(m, p->x), ek_data(m, p->w), ek_data(m, p->bias), ek_data(m, p->mult),
+                   ek_data(m, p->shift), p->ratio ? ek_data(m, p->ratio) : NULL, ek_data(m, p->wsum), ek_data(m, p->y),
+                   NULL, 0, 0, NULL, 0};
     if (p->y->count == 0) return EK_STATUS_OK;
+    /* K-blocked int4 / ternary weights (the compiler packs GEMM weights so): the low-bit GEMM of
+     * the model's ISA family reads them in place (see lowbit_in_place). */
+    r.lowbit_bits = lowbit_in_place(p);
+    if (r.lowbit_bits) {
+        r.gemm_lowbit = ek_select_gemm_lowbit(r.lowbit_bits, ek_cpu_features(), m->isa, NULL);
+        if (!r.gemm_lowbit) r.gemm_lowbit = r.lowbit_bits == 4 ? ek_gemm_s4_ref : ek_gemm_t2_ref; /* no scratch to unpack */
+        r.lowbit_row_bytes = ek_lowbit_row_bytes(r.lowbit_bits, p->Kg);
+    }
+    if (paired_in_place(m, p)) {
+        r.gemm_paired = ek_gemm_s8_i8mm_paired_fn();
+        r.pair_bytes = ek_pairs_pair_bytes(p->Kg);
+    }
     if (p->depthwise) ek_parallel(m, p->N * p->C, depthwise_task, &r);
     else ek_parallel(m, p->N * p->G * p->pblocks * p->oblocks, gemm_task, &r);
     return EK_STATUS_OK;

@@ -4,11 +4,22 @@
  * With per-input-channel weight scales, each input channel is first weighted by its Q16
  * channel_ratio and the sum is shifted back by 16 − F.  A task is one output plane (n, o),
  * accumulated in int64 scratch, so tasks never write the same memory.
+ *
+ * Without channel ratios, when the int32 bound below holds, a task first reduces over the
+ * input channels tap by tap, on the input's grid (contiguous, vectorizable):
+ *
+ *   T_t[i, j] = Σ_c (x[c, i, j] − zp) · w[c, o, t]              (one int32 plane per tap t)
+ *
+ * and then scatters the kh·kw planes onto the output: C·kh·kw·H·W multiply-adds in unit
+ * stride, and only kh·kw·H·W scattered additions instead of C times as many.
+ * Bound: |T_t| <= Cg · 255 · 128 and an output sums at most kh·kw of them plus the bias, so
+ * Cg·kh·kw·32640 + |bias| < 2^31 keeps every sum an exact int32.
  */
 #include <string.h>
 
 #include "../ek_internal.h"
 #include "ek_requant.h"
+#include "ek_simd.h"
 
 typedef struct {
     const ek_tensor *x, *w, *bias, *mult, *shift, *ratio, *y;
@@ -18,6 +29,7 @@ typedef struct {
 
 typedef struct {
     const qconvt_params *p;
+    const ek_simd_kernels *simd; /* NULL: portable loops */
     const int8_t *x;
     const uint8_t *w;
     const int32_t *bias, *mult, *shift, *ratio;
@@ -76,14 +88,65 @@ int ek_prepare_qconv_transpose2d(ek_model *m, ek_call *c, ek_err *e) {
             if (r < 0 || r > 65536) return ek_bad(e, c, "channel_ratio[%lld] = %d outside [0, 2^16]", (long long)i, r);
         }
     }
-    c->scratch = ek_align64((size_t)(p->Ho * p->Wo) * 8) + ek_align64((size_t)(p->kh * p->kw));
+    c->scratch = ek_align64((size_t)(p->Ho * p->Wo) * 8) + ek_align64((size_t)(p->kh * p->kw)) +
+                 ek_align64((size_t)(p->kh * p->kw * p->H * p->W) * 4);
     return EK_STATUS_OK;
+}
+
+/* The tap-plane path (module docstring); returns 0 when the int32 bound fails for plane o. */
+static int tap_planes(const qconvt_run *r, int64_t n, int64_t o, uint8_t *scratch) {
+    const qconvt_params *p = r->p;
+    const int64_t g = o / p->Og, oo = o % p->Og, plane = p->Ho * p->Wo, kk = p->kh * p->kw, hw = p->H * p->W;
+    const int64_t bias = r->bias[o];
+    if (r->ratio || p->Cg * kk * 32640 + (bias < 0 ? -bias : bias) >= ((int64_t)1 << 31)) return 0;
+    int32_t *acc = (int32_t *)scratch; /* the output plane (the int64 plane's room) */
+    int8_t *w = (int8_t *)(scratch + ek_align64((size_t)plane * 8));
+    int32_t *taps = (int32_t *)(scratch + ek_align64((size_t)plane * 8) + ek_align64((size_t)kk));
+    memset(taps, 0, (size_t)(kk * hw) * 4);
+    for (int64_t ci = 0; ci < p->Cg; ci++) {
+        const int64_t ch = g * p->Cg + ci;
+        ek_unpack_int8(p->w, r->w, (ch * p->Og + oo) * kk, kk, w);
+        const int8_t *x = r->x + (n * p->C + ch) * hw;
+        const int32_t zx = p->zx;
+        for (int64_t t = 0; t < kk; t++) {
+            const int32_t wt = w[t];
+            int32_t *dst = taps + t * hw;
+            if (wt != 0)
+                for (int64_t k = 0; k < hw; k++) dst[k] += ((int32_t)x[k] - zx) * wt;
+        }
+    }
+    for (int64_t k = 0; k < plane; k++) acc[k] = (int32_t)bias;
+    for (int64_t ky = 0; ky < p->kh; ky++)
+        for (int64_t kx = 0; kx < p->kw; kx++) {
+            const int32_t *src = taps + (ky * p->kw + kx) * hw;
+            const int64_t ox0 = kx * p->dw - p->pl; /* output column of input column 0 */
+            /* input columns j with 0 <= j·sw + ox0 < Wo */
+            int64_t jlo = ox0 < 0 ? (-ox0 + p->sw - 1) / p->sw : 0;
+            int64_t jhi = p->Wo - ox0 > 0 ? (p->Wo - ox0 + p->sw - 1) / p->sw : 0;
+            if (jhi > p->W) jhi = p->W;
+            for (int64_t i = 0; i < p->H; i++) {
+                const int64_t oy = i * p->sh - p->pt + ky * p->dh;
+                if (oy < 0 || oy >= p->Ho) continue;
+                int32_t *row = acc + oy * p->Wo;
+                const int32_t *s = src + i * p->W;
+                for (int64_t j = jlo; j < jhi; j++) row[j * p->sw + ox0] += s[j];
+            }
+        }
+    int8_t *y = r->y + (n * p->O + o) * plane;
+    const ek_rq rq = {r->mult[o], 31 + r->shift[o], p->zy, p->lo, p->hi};
+    if (r->simd) {
+        r->simd->requantize_column(acc, 1, plane, 0, &rq, y);
+    } else {
+        for (int64_t k = 0; k < plane; k++) y[k] = ek_requantize(acc[k], rq.m, r->shift[o], p->zy, p->lo, p->hi);
+    }
+    return 1;
 }
 
 static void task(void *ctx, int64_t t, uint8_t *scratch) {
     const qconvt_run *r = ctx;
     const qconvt_params *p = r->p;
     int64_t o = t % p->O, n = t / p->O, g = o / p->Og, oo = o % p->Og;
+    if (tap_planes(r, n, o, scratch)) return;
     int64_t plane = p->Ho * p->Wo, kk = p->kh * p->kw;
     int64_t *acc = (int64_t *)scratch;
     int8_t *w = (int8_t *)(scratch + ek_align64((size_t)plane * 8));
@@ -118,7 +181,7 @@ int ek_run_qconv_transpose2d(ek_model *m, const ek_call *c, ek_err *e) {
     (void)e;
     const qconvt_params *p = c->params;
     if (p->y->count == 0) return EK_STATUS_OK;
-    qconvt_run r = {p, ek_data(m, p->x), ek_data(m, p->w), ek_data(m, p->bias), ek_data(m, p->mult),
+    qconvt_run r = {p, ek_simd_for(m), ek_data(m, p->x), ek_data(m, p->w), ek_data(m, p->bias), ek_data(m, p->mult),
                     ek_data(m, p->shift), p->ratio ? ek_data(m, p->ratio) : NULL, ek_data(m, p->y)};
     ek_parallel(m, p->N * p->O, task, &r);
     return EK_STATUS_OK;

@@ -9,16 +9,20 @@
 #include "../ek_internal.h"
 #include "ek_broadcast.h"
 #include "ek_requant.h"
+#include "ek_simd.h"
 
 typedef struct {
     const ek_tensor *a, *b, *y;
     ek_bcast bc;
     int32_t za, zb, zy, lo, hi, ma, sa, mb, sb, m, s, left, subtract;
     int mul;
+    int simd_ok;         /* QAdd: every intermediate of the SIMD path fits int32 (see below) */
+    ek_qadd_consts add;  /* QAdd's constants for the SIMD path */
 } qbinary_params;
 
 typedef struct {
     const qbinary_params *p;
+    const ek_simd_kernels *simd; /* NULL: portable loops */
     const int8_t *a, *b;
     int8_t *y;
 } qbinary_run;
@@ -56,6 +60,20 @@ static int prepare_qbinary(ek_model *m, ek_call *c, ek_err *e, int mul) {
                  (rc = get_i32(c, EK_ATTR_LEFT_SHIFT, 1, 0, 0, 24, &p->left, e)) ||
                  (rc = get_i32(c, EK_ATTR_SUBTRACT, 0, 0, 0, 1, &p->subtract, e))))
         return rc;
+    if (!mul) {
+        /* The SIMD QAdd keeps (x − z)·2^left and va + vb in int32 lanes: check both over all 256
+         * values of each input, with the exact scalar rescale. */
+        int64_t reach_a = 0, reach_b = 0;
+        for (int64_t v = -128; v < 128; v++) {
+            int64_t ra = ek_rescale((v - p->za) * ((int64_t)1 << p->left), p->ma, p->sa);
+            int64_t rb = ek_rescale((v - p->zb) * ((int64_t)1 << p->left), p->mb, p->sb);
+            if ((ra < 0 ? -ra : ra) > reach_a) reach_a = ra < 0 ? -ra : ra;
+            if ((rb < 0 ? -rb : rb) > reach_b) reach_b = rb < 0 ? -rb : rb;
+        }
+        p->simd_ok = ((int64_t)255 << p->left) < ((int64_t)1 << 31) && reach_a + reach_b < ((int64_t)1 << 31);
+        p->add = (ek_qadd_consts){p->za, p->zb, p->left, p->ma, 31 + p->sa, p->mb, 31 + p->sb, p->subtract,
+                                  {p->m, 31 + p->s, p->zy, p->lo, p->hi}};
+    }
     return EK_STATUS_OK;
 }
 
@@ -68,7 +86,10 @@ static void qadd_row(void *ctx, const int64_t *off, const int64_t *step, int64_t
     const int8_t *a = r->a + off[0], *b = r->b + off[1];
     int8_t *y = r->y + yoff;
     const int64_t left = (int64_t)1 << p->left;
-    for (int64_t i = 0; i < n; i++) {
+    int64_t i = 0;
+    if (r->simd && p->simd_ok && step[0] <= 1 && step[1] <= 1)
+        i = r->simd->qadd(a, (int)step[0], b, (int)step[1], n, &p->add, y);
+    for (; i < n; i++) {
         int64_t va = ek_rescale(((int64_t)a[i * step[0]] - p->za) * left, p->ma, p->sa);
         int64_t vb = ek_rescale(((int64_t)b[i * step[1]] - p->zb) * left, p->mb, p->sb);
         y[i] = ek_requantize(p->subtract ? va - vb : va + vb, p->m, p->s, p->zy, p->lo, p->hi);
@@ -80,7 +101,12 @@ static void qmul_row(void *ctx, const int64_t *off, const int64_t *step, int64_t
     const qbinary_params *p = r->p;
     const int8_t *a = r->a + off[0], *b = r->b + off[1];
     int8_t *y = r->y + yoff;
-    for (int64_t i = 0; i < n; i++) {
+    int64_t i = 0;
+    if (r->simd && step[0] <= 1 && step[1] <= 1) {
+        const ek_rq rq = {p->m, 31 + p->s, p->zy, p->lo, p->hi};
+        i = r->simd->qmul(a, (int)step[0], b, (int)step[1], n, p->za, p->zb, &rq, y);
+    }
+    for (; i < n; i++) {
         int64_t acc = ((int64_t)a[i * step[0]] - p->za) * ((int64_t)b[i * step[1]] - p->zb);
         y[i] = ek_requantize(acc, p->m, p->s, p->zy, p->lo, p->hi);
     }
@@ -90,7 +116,7 @@ int ek_run_qbinary(ek_model *m, const ek_call *c, ek_err *e) {
     (void)e;
     const qbinary_params *p = c->params;
     if (p->y->count == 0) return EK_STATUS_OK;
-    qbinary_run r = {p, ek_data(m, p->a), ek_data(m, p->b), ek_data(m, p->y)};
+    qbinary_run r = {p, ek_simd_for(m), ek_data(m, p->a), ek_data(m, p->b), ek_data(m, p->y)};
     ek_bcast_run(&p->bc, p->mul ? qmul_row : qadd_row, &r);
     return EK_STATUS_OK;
 }

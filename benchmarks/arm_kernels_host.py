@@ -1,0 +1,156 @@
+"""Host timings of the runtime's non-GEMM integer kernels: portable C versus the SIMD path.
+
+    python -m benchmarks.arm_kernels_host                        # per-kernel table
+    python -m benchmarks.arm_kernels_host --baseline OLD/ek_run  # + whole models, old runner vs this one
+
+Per kernel: one-call Programs with shapes taken from the zoo / PP-OCR models, run by the host
+`ek_run` with `--isa c` (portable loops everywhere, GEMM included) and `--isa auto` (AVX2 on
+x86_64); both outputs are checked bit-exact against the integer reference first.  Whole
+models (`--baseline`): every zoo model, ppocr_cls and ppocr_det compiled int8 for `host`; the
+"before" side runs the unfused Program's blob with an older runner binary given on the command
+line (e.g. built from an earlier commit; it does not know the fused op), "after, unfused" the
+same blob with this tree's runner, "after" the artifact as compiled now (inverted-residual
+blocks fused).  The machine is shared and noisy: the two sides are
+interleaved round by round and each reports its best median; read the ratios, not the
+milliseconds.  Writes benchmarks/results/arm_kernels_host.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from edgekiln.backends.arm_cpu.blob_writer import write_blob
+from tests.runtime_arm import int8_cases as cases
+from tests.runtime_arm.harness import assert_bit_exact, host_runner, run_blob
+
+RESULTS = Path(__file__).parent / "results" / "arm_kernels_host.json"
+ROUNDS = 5
+
+
+def kernel_cases() -> dict[str, tuple]:
+    rng = np.random.default_rng(0)
+    pad1 = (1, 1, 1, 1)
+    return {
+        "depthwise 3x3 s1 [96, 28, 28]": cases.conv(rng, depthwise=True, c=96, hw=(28, 28), k=(3, 3), stride=(1, 1), pads=pad1),
+        "depthwise 3x3 s2 [96, 56, 56]": cases.conv(rng, depthwise=True, c=96, hw=(56, 56), k=(3, 3), stride=(2, 2), pads=pad1),
+        "depthwise 5x5 s1 [72, 40, 40]": cases.conv(rng, depthwise=True, c=72, hw=(40, 40), k=(5, 5), stride=(1, 1),
+                                                    pads=(2, 2, 2, 2)),
+        "depthwise 5x5 s2 [72, 80, 80]": cases.conv(rng, depthwise=True, c=72, hw=(80, 80), k=(5, 5), stride=(2, 2),
+                                                    pads=(2, 2, 2, 2)),
+        "conv 1x1 [32 -> 64, 40x40]": cases.conv(rng, c=32, o=64, hw=(40, 40), k=(1, 1), stride=(1, 1), pads=(0, 0, 0, 0)),
+        "conv 3x3 [16 -> 32, 80x80]": cases.conv(rng, c=16, o=32, hw=(80, 80), k=(3, 3), stride=(1, 1), pads=pad1),
+        "conv_transpose 2x2 s2 [24 -> 24, 40x40]": _conv_transpose(rng),
+        "QAdd [1, 32, 80, 80]": cases.add_mul(rng, "QAdd", (1, 32, 80, 80), (1, 32, 80, 80)),
+        "QMul broadcast [1, 64, 40, 40] x [1, 64, 1, 1]": cases.add_mul(rng, "QMul", (1, 64, 40, 40), (1, 64, 1, 1)),
+    }
+
+
+def _conv_transpose(rng) -> tuple:
+    """ppocr_det's upsampling: ConvTranspose 2x2 stride 2, per-tensor weights (no channel ratio)."""
+    from edgekiln.compiler.requantize import quantize_multiplier
+    from tests.runtime_arm.harness import one_call
+
+    m, s = quantize_multiplier(60.0 / (96 ** 0.5 * 74 * 60))
+    attrs = {"strides": [2, 2], "pads": [0, 0, 0, 0], "dilations": [1, 1], "group": 1, "input_zero_point": -7,
+             "output_zero_point": 2, "act_min": -128, "act_max": 127}
+    operands = [("x", cases.int8(rng, (1, 24, 40, 40)), False), ("w", cases.int8(rng, (24, 24, 2, 2), -127, 127), True),
+                ("bias", rng.integers(-2000, 2000, 24).astype(np.int32), True),
+                ("mult", np.full(24, m, np.int32), True), ("shift", np.full(24, s, np.int32), True)]
+    return one_call("QConvTranspose2D", operands, attrs)
+
+
+def _median_ms(blob: bytes, program, feeds, runner: Path, isa: str, repeat: int) -> float:
+    _, proc = run_blob(blob, program, feeds, runner, args=("--isa", isa, "--repeat", str(repeat), "--warmup", "3"))
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr)
+    return json.loads(proc.stdout.strip().splitlines()[-1])["latency_ms"]["median"]
+
+
+def bench_kernels(console: Console) -> list[dict]:
+    runner = host_runner()
+    rows = []
+    for name, (program, feeds, expected) in kernel_cases().items():
+        blob = write_blob(program)
+        for isa in ("c", "auto"):
+            out, proc = run_blob(blob, program, feeds, runner, args=("--isa", isa))
+            assert proc.returncode == 0, proc.stderr
+            assert_bit_exact(out, expected)
+        best = {"c": float("inf"), "auto": float("inf")}
+        for _ in range(ROUNDS):
+            for isa, so_far in list(best.items()):
+                best[isa] = min(so_far, _median_ms(blob, program, feeds, runner, isa, 20))
+        rows.append({"kernel": name, "portable_ms": best["c"], "simd_ms": best["auto"],
+                     "speedup": best["c"] / best["auto"]})
+    table = Table(title="non-GEMM int8 kernels on the host: portable C (--isa c) vs SIMD (--isa auto), one thread")
+    for col in ("kernel", "portable ms", "SIMD ms", "speedup"):
+        table.add_column(col, justify="left" if col == "kernel" else "right")
+    for r in rows:
+        table.add_row(r["kernel"], f"{r['portable_ms']:.3f}", f"{r['simd_ms']:.3f}", f"{r['speedup']:.2f}x")
+    console.print(table)
+    return rows
+
+
+def bench_models(console: Console, baseline: Path) -> list[dict]:
+    from edgekiln.backends.arm_cpu.backend import RUNNER_FILE
+    from edgekiln.backends.arm_cpu.backend import lower as lower_arm_cpu
+    from edgekiln.backends.arm_cpu.runner import ArmCpuRunner
+    from edgekiln.compiler.compile import compile_model
+    from edgekiln.compiler.integer_lowering import lower_quantized_graph
+    from edgekiln.compiler.quant_options import QuantOptions
+    from edgekiln.compiler.target import get_target
+    from tests.zoo import ZOO_MODELS, input_shapes, model_path, sample_input
+
+    rows = []
+    for name in [*ZOO_MODELS, "ppocr_cls", "ppocr_det"]:
+        result = compile_model(model_path(name), "host", input_shapes=input_shapes(name), progress=False,
+                               quantization=QuantOptions(calib=[sample_input(name, seed=s) for s in range(1, 5)]))
+        files, manifest = result.artifact.files, result.artifact.manifest
+        unfused = {**files, **lower_arm_cpu(lower_quantized_graph(result.graph), get_target("host"), {})}
+        sides = {"before": ArmCpuRunner({**unfused, RUNNER_FILE: baseline.read_bytes()}, manifest),
+                 "unfused": ArmCpuRunner(unfused, manifest), "after": ArmCpuRunner(files, manifest)}
+        feeds = sample_input(name, seed=3)
+        repeat = 5 if name == "ppocr_det" else 50
+        best = dict.fromkeys(sides, float("inf"))
+        for _ in range(ROUNDS):
+            for side, runner in sides.items():
+                stats = runner.bench(feeds, repeat=repeat, warmup=2, profile=False)
+                best[side] = min(best[side], stats["latency_ms"]["median"])
+        rows.append({"model": name, "before_ms": best["before"], "after_unfused_ms": best["unfused"],
+                     "after_ms": best["after"], "speedup": best["before"] / best["after"],
+                     "fused_blocks": sum(c.op == "QInvertedResidual" for c in result.program.calls)})
+    table = Table(title="whole models, int8, host, one thread (median ms, best of rounds): baseline runner and "
+                        "unfused Program vs this tree, without and with the fused blocks")
+    for col in ("model", "before ms", "after, unfused ms", "after ms", "fused blocks", "speedup"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in rows:
+        table.add_row(r["model"], f"{r['before_ms']:.3f}", f"{r['after_unfused_ms']:.3f}", f"{r['after_ms']:.3f}",
+                      str(r["fused_blocks"]), f"{r['speedup']:.2f}x")
+    console.print(table)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", type=Path, help="an older host ek_run binary to compare whole models against")
+    args = parser.parse_args()
+    console = Console(width=140)
+    result = {"cpu": os.uname().machine, "note": "shared, loaded machine: compare ratios", "kernels": bench_kernels(console)}
+    if args.baseline:
+        result["models"] = bench_models(console, args.baseline)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=RESULTS.parent, delete=False, suffix=".tmp") as tmp:
+        tmp.write(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp.name, RESULTS)
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
