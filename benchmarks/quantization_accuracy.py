@@ -46,6 +46,7 @@ from benchmarks.quantization_data import (
     top1,
 )
 from edgekiln.compiler.compile import CompileResult, compile_model
+from edgekiln.compiler.graph import Graph
 from edgekiln.compiler.quant_options import QuantOptions
 from tests.zoo import TRAINED_MODELS, input_shapes, model_path, zoo_accuracy
 
@@ -62,9 +63,23 @@ def quantize(name: str, precision: str, calib: list, keep_float: tuple[str, ...]
 
 
 def weighted_layers(result: CompileResult) -> dict[str, str]:
-    """{layer name: precision} of every weighted layer in the artifact (fp32 for layers kept float)."""
-    return {layer["name"]: layer["precision"] for layer in result.artifact.manifest["layers"]
-            if layer["precision"] != "-"}
+    """{layer name: precision} of every weighted layer of the QDQ graph (fp32 for layers kept float).
+
+    Read from the graph, not the artifact's calls: a layer writing a float model output is four
+    calls there (its int8 weights are unpacked for an exact float accumulation), one layer here."""
+    from edgekiln.compiler.qdq_format import match_weight
+    from edgekiln.quantization.quant_config import base_op
+
+    layers = {}
+    for node in result.graph.main:
+        if base_op(node) is None or len(node.inputs) < 2 or node.inputs[1] is None:
+            continue
+        weight = match_weight(node.inputs[1])
+        if weight is not None:
+            layers[node.name] = weight.precision
+        elif Graph.constant(node.inputs[1]) is not None:
+            layers[node.name] = "fp32"
+    return layers
 
 
 def summary(layers: dict[str, str]) -> str:

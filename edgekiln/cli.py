@@ -78,7 +78,10 @@ def inspect(model: Path, input_shapes: tuple[str, ...], target_names: tuple[str,
     """Ops, parameters, MACs per layer, dynamic dims and per-target op support of MODEL.
 
     A .tflite MODEL, or --target edgetpu, gives the Edge TPU partition report (per op TPU or CPU and why)."""
-    from edgekiln.backends.edgetpu.report_cli import edgetpu_report_requested, show_edgetpu_report
+    from edgekiln.backends.edgetpu.report_cli import (
+        edgetpu_report_requested,
+        show_edgetpu_report,
+    )
 
     if edgetpu_report_requested(model, target_names):
         show_edgetpu_report(console, model, input_shapes, target_names, all_layers, json_path)
@@ -425,8 +428,9 @@ def _read_inputs(specs: tuple[str, ...], input_names: list[str]) -> dict[str, np
 
 
 def _write_outputs(output: Path, outputs: dict[str, np.ndarray]) -> None:
-    from edgekiln.compiler.onnx_file import write_atomically
     import io
+
+    from edgekiln.compiler.onnx_file import write_atomically
 
     buffer = io.BytesIO()
     if output.suffix == ".npz":

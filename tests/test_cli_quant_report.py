@@ -51,12 +51,13 @@ def test_target_sqnr_and_options(files, tmp_path):
     model, data = files
     out = tmp_path / "r"
     result = invoke("quant-report", model, "--calib", data, "-o", out, "--target-sqnr", "25", "--eval-samples", "8",
-                    "--calib-method", "percentile", "--bias-correction", "--max-sensitivity-layers", "2")
+                    "--calib-method", "percentile", "--no-bias-correction", "--max-sensitivity-layers", "2")
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    assert report["quant"] == "int8" and report["options"]["bias_correction"] is True
+    assert report["quant"] == "int8" and report["options"]["bias_correction"] is False
     assert report["sensitivity"]["measured"] == 2 and report["fix"]["mode"] == "target_sqnr"
-    assert "--calib-method percentile" in report["fix"]["command"] and "--bias-correction" in report["fix"]["command"]
+    # Options that differ from the defaults (mse ranges, bias correction on) are in the fix command.
+    assert "--calib-method percentile" in report["fix"]["command"] and "--no-bias-correction" in report["fix"]["command"]
 
 
 @pytest.mark.parametrize(("extra", "fragment"), [

@@ -122,7 +122,6 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto, target: str | Targ
     sparse_decisions: list = []  # arm_cpu: the layers the sparse-kernel cost model looked at
     if target.backend == "arm_cpu":  # the C runtime: model blob + runner executable (toolchain: the C compiler)
         from edgekiln.backends.arm_cpu.backend import lower as lower_arm_cpu
-
         from edgekiln.pruning.sparsity_kernels import choose_sparse_kernels
 
         # Per layer, a sparse kernel where the cost model says it beats the dense one.

@@ -221,6 +221,11 @@ CATALOGUE: dict[str, KernelSpec] = {s.op: s for s in (
           "softmax over the last axis in fixed point"),
     _spec("QLayerNorm", (_X, Operand("gamma", "int32", "[D]"), Operand("beta", "int64", "[D]")),
           ("eps_term", "frac_bits", "out_shift", "output_zero_point"), "layer normalization over the last D"),
+    _spec("QInvertedResidual", (_X, *(Operand(f"{stage}_{name}", "int8" if name == "w" else "int32")
+                                      for stage in ("expand", "depthwise", "project")
+                                      for name in ("w", "bias", "multiplier", "shift"))),
+          ("parts",), "QConv2D 1x1 -> QDepthwiseConv2D -> QConv2D 1x1 as one call: exactly the three kernels "
+                      "composed (`parts` keeps each one's attributes; compiler/fused_block_lowering.py)"),
     _spec("Quantize", (Operand("x", "float32"),), ("scale", "zero_point"), "float -> int8 (QuantizeLinear)"),
     _spec("Dequantize", (_X,), ("scale", "zero_point"), "int8 -> float (DequantizeLinear)",
           outputs=(Operand("y", "float32"),)),

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 
 from edgekiln.compiler.pass_contract import Pass
 from edgekiln.passes.divide_by_constant_to_mul import DivideByConstantToMulPass
-from edgekiln.passes.eliminate_common_subexpressions import EliminateCommonSubexpressionsPass
+from edgekiln.passes.eliminate_common_subexpressions import (
+    EliminateCommonSubexpressionsPass,
+)
 from edgekiln.passes.eliminate_identity import EliminateIdentityPass
 from edgekiln.passes.eliminate_no_ops import EliminateNoOpsPass
 from edgekiln.passes.equalize_cross_layer import EqualizeCrossLayerPass
@@ -33,7 +35,9 @@ from edgekiln.passes.fold_affine_into_conv import FoldAffineIntoConvPass
 from edgekiln.passes.fold_batch_norm import FoldBatchNormPass
 from edgekiln.passes.fold_constants import FoldConstantsPass
 from edgekiln.passes.fold_pad import FoldPadPass
-from edgekiln.passes.fold_transpose_into_fully_connected import FoldTransposeIntoFullyConnectedPass
+from edgekiln.passes.fold_transpose_into_fully_connected import (
+    FoldTransposeIntoFullyConnectedPass,
+)
 from edgekiln.passes.fuse_epilogue import FuseEpiloguePass
 from edgekiln.passes.fuse_matmul_add import FuseMatMulAddPass
 from edgekiln.passes.leaky_relu_to_prelu import LeakyReluToPReluPass

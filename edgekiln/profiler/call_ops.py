@@ -5,6 +5,7 @@ A multiply-accumulate counts as 2 ops, as in the targets' `peak_ops_per_second`:
     convolution   2 * out_elements * (weight elements / out_channels)    W: [O, C/g, kh, kw]
     conv transp.  2 * in_elements  * (weight elements / in_channels)     W: [C, O/g, kh, kw]
     matmul / FC   2 * out_elements * K                                   K: A's reduced dim
+    inverted res. the three convolutions of the fused block (expand 1x1, depthwise, project 1x1)
 
 Every other op does about one op per output element; those are memory-bound, so their
 "achieved ops/s" is not compared with the compute peak (`compute_bound` is False).  The
@@ -47,6 +48,8 @@ def call_work(call: dict[str, Any], tensors: dict[str, Any]) -> CallWork:
         precision = BITS_PRECISION.get(quant["bits"], f"int{quant['bits']}") if quant else "fp32"
     elif op in MATMUL_OPS and inputs and inputs[0] in tensors:  # activations x activations
         precision = "int8" if tensors[inputs[0]]["dtype"] == "int8" else "fp32"
+    if op == "QInvertedResidual":
+        return CallWork(_inverted_residual_ops(inputs, outputs, tensors), True, precision)
     if op in CONV_OPS and weight is not None and weight["shape"]:
         per_output = math.prod(weight["shape"]) // max(weight["shape"][0], 1)
         return CallWork(2 * out * per_output, True, precision)
@@ -58,3 +61,13 @@ def call_work(call: dict[str, Any], tensors: dict[str, Any]) -> CallWork:
         k = a_shape[-2] if call.get("attrs", {}).get("transA") else a_shape[-1]
         return CallWork(2 * out * k, True, precision)
     return CallWork(out, False, precision)
+
+
+def _inverted_residual_ops(inputs: list[str], outputs: list[str], tensors: dict[str, Any]) -> int:
+    # Operand layout of the fused call (compiler/fused_block_lowering.py): x, expand weight at 1,
+    # depthwise weight at 5, project weight at 9.
+    n, c, h, w = tensors[inputs[0]]["shape"]
+    expanded = tensors[inputs[1]]["shape"][0]
+    kh, kw = tensors[inputs[5]]["shape"][2:4]
+    _, out_channels, oh, ow = tensors[outputs[0]]["shape"]
+    return 2 * n * (h * w * expanded * c + oh * ow * expanded * kh * kw + oh * ow * out_channels * expanded)

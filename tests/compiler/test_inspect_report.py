@@ -35,7 +35,7 @@ TPU = StandInTarget("coral-usb", "edgetpu")
 
 
 def small_cnn(batch: int | str = "batch") -> Graph:
-    """conv3x3 -> relu -> leaky relu -> global pool -> flatten -> gemm, 10 classes."""
+    """conv3x3 -> relu -> exp -> global pool -> flatten -> gemm, 10 classes (Exp: no Edge TPU op)."""
     rng = np.random.default_rng(0)
     inits = [
         numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "w1"),
@@ -46,7 +46,7 @@ def small_cnn(batch: int | str = "batch") -> Graph:
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c"], ["r"], name="relu"),
-        helper.make_node("LeakyRelu", ["r"], ["l"], name="leaky", alpha=0.1),
+        helper.make_node("Exp", ["r"], ["l"], name="exp"),
         helper.make_node("GlobalAveragePool", ["l"], ["p"], name="pool"),
         helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
         helper.make_node("Gemm", ["f", "w2", "b2"], ["y"], name="fc", transB=1),
@@ -102,7 +102,7 @@ def test_report_contents_for_a_static_model():
     assert s.params == 16 * 27 + 16 + 160 + 10
     cpu, tpu = report.targets
     assert cpu.runs_all and cpu.lowered == 6 and cpu.precisions == ("fp32", "int8", "int4", "ternary")
-    assert [u.node_name for u in tpu.unsupported] == ["leaky"]
+    assert [u.node_name for u in tpu.unsupported] == ["exp"]
 
     text = rendered(report)
     assert "model small_cnn.onnx" in text
@@ -112,7 +112,7 @@ def test_report_contents_for_a_static_model():
     assert "Conv×1" in text and "Gemm×1" in text
     assert "target cortex-a76 (arm_cpu, fp32/int8/int4/ternary): runs all 6 ops" in text
     assert "target coral-usb (edgetpu, int8): cannot run 1 of 6 ops" in text
-    assert "leaky" in text and "Relu or PRelu" in text
+    assert "exp" in text and "no Edge TPU op" in text
 
 
 def test_render_flags_dynamic_input_dims():
@@ -129,11 +129,11 @@ def test_layer_table_top_n_by_macs_and_all():
     top = rendered(report, max_layers=2)
     assert "top 2 of 6 layers by MACs" in top
     table = top[top.index("top 2 of 6"):]
-    assert "conv" in table and "fc" in table and "leaky" not in table and "flatten" not in table
+    assert "conv" in table and "fc" in table and "exp" not in table and "flatten" not in table
     assert table.index("conv") < table.index("fc")
     everything = rendered(report, max_layers=None)
     assert "all 6 layers" in everything
-    assert all(name in everything for name in ("conv", "relu", "leaky", "pool", "flatten", "fc"))
+    assert all(name in everything for name in ("conv", "relu", "exp", "pool", "flatten", "fc"))
 
 
 def test_json_is_deterministic_and_complete():
@@ -144,10 +144,10 @@ def test_json_is_deterministic_and_complete():
     assert data["model"] == "small_cnn.onnx"
     assert data["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["batch", 3, 32, 32], "dynamic_axes": [0]}]
     assert data["totals"]["params"] == 618 and data["totals"]["param_bytes_fp32"] == 2472
-    assert [layer["name"] for layer in data["layers"]] == ["conv", "relu", "leaky", "pool", "flatten", "fc"]
+    assert [layer["name"] for layer in data["layers"]] == ["conv", "relu", "exp", "pool", "flatten", "fc"]
     assert data["layers"][0]["macs"] is None  # batch is dynamic
     assert data["targets"][0]["runs_all"] is True
-    assert data["targets"][1]["unsupported"][0]["node_name"] == "leaky"
+    assert data["targets"][1]["unsupported"][0]["node_name"] == "exp"
 
 
 # -- the PP-OCR models shipped in rapidocr-onnxruntime --------------------------------------------

@@ -85,9 +85,15 @@ def test_nodes_it_cannot_correct_say_why():
     assert result.changed and Graph.constant(graph.node("fc").inputs[2]).shape == (3,)
 
 
+def test_ternary_layers_are_not_corrected():
+    graph = depthwise_graph()
+    result = CorrectBiasPass(feeds(4), QuantConfig("ternary", keep_first_last_int8=False)).run(graph)
+    assert not result.changed and len(result.not_applied) == 1 and "ternary" in result.not_applied[0]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name, precision, min_gain_db", [("inverted_residual", "int4", 1.5),
-                                                          ("digits_cnn", "ternary", 3.0)])
+                                                          ("repvgg", "int8", 3.0)])
 def test_zoo_sqnr_improves_with_bias_correction(name, precision, min_gain_db):
     from tests.quantization.helpers import quantization_float_graph
     from tests.zoo import sample_input

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from edgekiln.backends.arm_cpu.blob_writer import write_blob
+from tests.backends.arm_cpu.test_fused_block import fused_block
 from tests.runtime_arm import int8_cases as cases
 from tests.runtime_arm.harness import host_runner, one_call, run_blob, sanitized_fuzzer
 
@@ -32,6 +33,7 @@ def _seeds():
         "conv_int4_groups": cases.conv(rng, c=4, o=5, hw=(7, 6), k=(3, 3), bits=4, group_size=12),
         "depthwise_ternary": cases.conv(rng, depthwise=True, c=6, hw=(7, 7), k=(3, 3), bits=2),
         "fc": cases.fully_connected(rng, shape=(2, 40), n=33),
+        "inverted_residual": fused_block(rng, cin=3, ce=17, co=5, hw=(11, 9), stride=(2, 2)),
         "matmul": cases.matmul(rng, a_shape=(2, 3, 5, 7), b_shape=(1, 3, 7, 4)),
         "softmax": cases.softmax(rng),
         "layer_norm": cases.layer_norm(rng, d=16),

@@ -1,5 +1,6 @@
 """The SIMD non-GEMM integer kernels (runtime_arm/src/kernels/*_avx2.c, *_neon.c, ek_simd.h) and
-the restructured portable loops (tap-plane ConvTranspose, run-based im2col) bit-exact against
+the restructured portable loops (tap-plane ConvTranspose, run-based im2col, the transposed 1x1
+rows) bit-exact against
 the integer reference, on randomized odd shapes: rows shorter and longer than one 16-wide
 vector step with ragged tails, stride 1 and 2, dilation, padding, broadcast operands, and the
 cases that must fall back to the scalar loops (accumulator bounds beyond int32).
@@ -39,6 +40,9 @@ def _depthwise(rng, i):
 
 def _conv(rng, i):
     k = [(3, 3), (1, 1), (5, 3), (1, 1)][i % 4]
+    if i % 4 == 3:  # 1x1, stride 1, no padding: the transposed-block path (16x16 tiles and ragged edges)
+        return cases.conv(rng, n=1 + i % 2, group=1 + (i // 4) % 2, c=2 * int(rng.integers(17, 25)), o=14, k=k,
+                          stride=(1, 1), pads=(0, 0, 0, 0), hw=(int(rng.integers(5, 25)), int(rng.integers(4, 25))))
     return cases.conv(rng, n=1 + i % 2, group=[1, 2][i % 2], c=4, o=[2, 6, 8, 34][i % 4], k=k,
                       hw=(int(rng.integers(3, 25)), int(rng.integers(3, 25))), dilation=(1 + i % 2, 1))
 
@@ -117,7 +121,7 @@ def test_rounding_ties_round_half_up(isa):
 def test_neon_paths_under_qemu(cpu):
     runner = aarch64_runner()
     rng = np.random.default_rng(sum(map(ord, cpu)))
-    built = [_depthwise(rng, i) for i in range(3)] + [_conv(rng, 1), _conv(rng, 0), _elementwise(rng, 0),
+    built = [_depthwise(rng, i) for i in range(3)] + [_conv(rng, 1), _conv(rng, 0), _conv(rng, 3), _elementwise(rng, 0),
                                                       _elementwise(rng, 3), cases.conv_transpose(rng, group=2),
                                                       *_ties()]
     for b in built:

@@ -227,6 +227,9 @@ def test_compile_with_cpu_tail_stores_the_tail_and_the_report(tmp_path):
     want_cls, logits = run_ort(original, {"x": x})
     (got_cls,) = run_ort(tail, {"logits": logits})
     assert np.array_equal(got_cls, want_cls)
+    # Running the artifact runs the tail after the .tflite: the model's own output comes back.
+    outputs = artifact.run({"x": x})
+    assert set(outputs) == {"cls"} and outputs["cls"].dtype == np.int64 and outputs["cls"].shape == want_cls.shape
 
 
 def test_inspect_onnx_for_edgetpu_reports_the_int8_tflite_and_the_tail(tmp_path):

@@ -26,6 +26,7 @@
 #include "../ek_internal.h"
 #include "ek_requant.h"
 #include "ek_simd.h"
+#include "ek_transpose.h"
 #include "qdepthwise_rows.h"
 
 typedef struct {
@@ -222,9 +223,9 @@ static void im2col(const qconv_params *p, const int8_t *x, int64_t n, int64_t g,
         ix0[r] = (p0 + r) % p->Wo * p->sw - p->pl;
     }
     if (p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && p->pt == 0 && p->pl == 0 && p->Wo == p->W) {
-        const int8_t *src = x + (n * p->C + g * p->Cg) * p->H * p->W + p0; /* pixels are contiguous */
-        for (int64_t ch = 0; ch < p->Cg; ch++, src += p->H * p->W)
-            for (int64_t r = 0; r < rows; r++) cols[r * K + ch] = src[r];
+        /* pixels are contiguous: the rows are the [channels][pixels] block transposed */
+        const int8_t *src = x + (n * p->C + g * p->Cg) * p->H * p->W + p0;
+        ek_transpose_i8(src, p->H * p->W, p->Cg, rows, cols, K);
         return;
     }
     /* The block as runs of pixels within one output row: along a run the window's input
