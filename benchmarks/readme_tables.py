@@ -136,9 +136,71 @@ def gemm_instructions(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def pruning_accuracy(data: dict) -> str:
+    parts = []
+    for model, rows in data["accuracy"].items():
+        lines = [f"**{model}**", "", "| ratio | parameters | MACs | L1 | L1 + re-fit | data + re-fit |",
+                 "|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['ratio']:.1f} | {r['params']:,} | {r['macs']:,} | {r['l1']:.1%} | {r['l1+refit']:.1%} | "
+                  f"{r['data+refit']:.1%} |" for r in rows]
+        parts.append("\n".join(lines))
+    lines = ["| model | parameters | after | MACs | after | prune time (s) |", "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['model']} | {r['params_before']:,} | {r['params_after']:,} "
+              f"({r['params_after'] / r['params_before']:.2f}x) | {r['macs_before']:,} | {r['macs_after']:,} "
+              f"({r['macs_after'] / r['macs_before']:.2f}x) | {r['prune_seconds']:.1f} |" for r in data["sizes"]]
+    parts.append("\n".join(lines))
+    lines = ["| ratio | int8 top-1 | median latency | vs unpruned | constants |", "|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['ratio']:.1f} | {r['int8_accuracy']:.1%} | {r['median_ms'] * 1000:.1f} µs | "
+              f"{r['latency_vs_unpruned']:.2f}x | {r['constant_bytes']:,} B |" for r in data["latency_digits_cnn"]]
+    parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def arm_runtime_vs_peers(data: dict) -> str:
+    engines = ["edgekiln int8", "edgekiln int4", "edgekiln ternary", "ORT fp32", "ORT int8", "TVM untuned"]
+    threads = sorted({t for v in data["models"].values() for t in v["latency_ms"]}, key=int)
+    parts = []
+    for t in threads:
+        lines = [f"{t} thread(s): median ms (speed-up vs {data['baseline']}; > 1 = faster)", "",
+                 "| model | " + " | ".join(engines) + " |", "| --- |" + " ---: |" * len(engines)]
+        for model, v in data["models"].items():
+            latency = v["latency_ms"].get(t, {})
+            base = latency.get(data["baseline"])
+            cells = ["-" if e not in latency else f"{latency[e]:.3f}" if e == data["baseline"] or not base
+                     else f"{latency[e]:.3f} ({base / latency[e]:.2f}x)" for e in engines]
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def edgetpu_peers(data: dict) -> str:
+    lines = ["| model | converter | ops | TRANSPOSE / DEQUANTIZE | ops on TPU | MACs on TPU | file KiB "
+             "| LiteRT CPU ms (vs edgekiln) |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in data["rows"]:
+        if r.get("status") != "ok":
+            lines.append(f"| {r['model']} | {r['converter']} | {r.get('status')} | | | | | |")
+            continue
+        lines.append(f"| {r['model']} | {r['converter']} | {r['ops']} | {r['transpose']} / {r['dequantize']} | "
+                     f"{r['tpu_op_share']:.0%} | {r['tpu_mac_share']:.0%} | {r['file_bytes'] / 1024:.1f} | "
+                     f"{r['litert_cpu_ms']:.3f} ({r['latency_vs_edgekiln']:.2f}x) |")
+    return "\n".join(lines)
+
+
+def tflite_agreement(rows: list[dict]) -> str:
+    lines = ["| model | TFLite ops | T/DQ | file KiB | per op, REF | per op, XNNPACK | outputs (chained), REF | top-1 |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r['model']} | {r['ops']} | {r['transpose']}/{r['dequantize']} | {r['bytes'] / 1024:.1f} | "
+              f"{r['per_op_equal_ref']:.2%} ±{r['per_op_max_diff_ref']} | "
+              f"{r['per_op_equal_xnnpack']:.2%} ±{r['per_op_max_diff_xnnpack']} | "
+              f"{r['output_equal_ref']:.2%} ±{r['output_max_diff_ref']} | {r.get('top1_agree', '–')} |" for r in rows]
+    return "\n".join(lines)
+
+
 RENDERERS = {"gemm_instructions": gemm_instructions, "arena_planning": arena_planning, "graph_optimization": graph_optimization,
              "reparameterization": reparameterization, "quantization_accuracy": quantization_accuracy,
-             "quantization_sqnr": quantization_sqnr, "weight_bytes": weight_bytes}
+             "quantization_sqnr": quantization_sqnr, "weight_bytes": weight_bytes,
+             "pruning_accuracy": pruning_accuracy, "arm_runtime_vs_peers": arm_runtime_vs_peers,
+             "edgetpu_peers": edgetpu_peers, "tflite_agreement": tflite_agreement}
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, quant: str 
     "ternary", "w4a16:g64") with `calib` (a path, "synthetic", an array or an iterable of
     samples) and any other `QuantOptions` field (`calib_method`, `weights`, `keep_float`,
     `equalize`, `bias_correction`, ...).  Pruning: `prune` ("channels:0.3[:l1|l2|bn|data]" and
-    "PATTERN=RATIO" overrides), `sparsity` ("2:4", "1:4", 0.7, "PATTERN=SPEC"), `prune_exclude`,
+    "PATTERN=RATIO" overrides), `sparsity` ("2:4", "1:4", 0.7, "PATTERN=SPEC"), `sparsity_scope` ("layer" | "global"), `prune_exclude`,
     `refit` (default True), `prune_calib` (default: `calib`); see `compiler/prune_options.py`.
     The artifact is in memory until `.save(path)`.
     """
@@ -53,7 +53,8 @@ def _prune_options(options: dict[str, Any]) -> Any:
     """Pops the pruning keywords out of `options` into a `PruneOptions` (None when nothing asks to prune)."""
     from edgekiln.compiler.prune_options import PruneOptions
 
-    fields = {"refit": options.pop("refit", True), "calib": options.pop("prune_calib", None)}
+    fields = {"refit": options.pop("refit", True), "calib": options.pop("prune_calib", None),
+              "sparsity_scope": options.pop("sparsity_scope", "layer")}
     if "prune_calib_samples" in options:
         fields["calib_samples"] = options.pop("prune_calib_samples")
     return PruneOptions.parse(options.pop("prune", None), options.pop("sparsity", None),

@@ -156,6 +156,8 @@ def prune_options(command):
                           "PATTERN=RATIO overrides the ratio for matching node names (glob or op:Type)."),
         click.option("--sparsity", "sparsity_rules", multiple=True, metavar="N:M|RATIO|PATTERN=SPEC",
                      help="Weight sparsity: 2:4, 1:4 or a magnitude ratio like 0.7; PATTERN=SPEC per layer."),
+        click.option("--sparsity-scope", type=click.Choice(["layer", "global"]), default="layer", show_default=True,
+                     help="Magnitude sparsity threshold per layer, or one threshold over all layers."),
         click.option("--prune-exclude", multiple=True, metavar="PATTERN",
                      help="Nodes (glob or op:Type) that pruning and sparsity leave alone."),
         click.option("--refit/--no-refit", default=True, show_default=True,
@@ -199,7 +201,7 @@ def compile_command(model: Path, target_name: str, output: Path, input_shapes: t
                     calib_samples: int | None, preprocess: str | None, weight_rules: tuple[str, ...],
                     keep_float: tuple[str, ...], quant_config: Path | None, weight_method: str, equalize: bool,
                     bias_correction: bool, int8_outputs: bool = False, prune_rules: tuple[str, ...] = (),
-                    sparsity_rules: tuple[str, ...] = (),
+                    sparsity_rules: tuple[str, ...] = (), sparsity_scope: str = "layer",
                     prune_exclude: tuple[str, ...] = (), refit: bool = True, prune_calib: str | None = None) -> None:
     """Compile MODEL (.onnx) for a target device."""
     from edgekiln.compiler.compile import compile_model
@@ -217,7 +219,8 @@ def compile_command(model: Path, target_name: str, output: Path, input_shapes: t
                           "compile; add --quant int8 (or another precision)")
     from edgekiln.compiler.prune_options import PruneOptions
 
-    pruning = PruneOptions.parse(prune_rules, sparsity_rules, prune_exclude, refit=refit, calib=prune_calib)
+    pruning = PruneOptions.parse(prune_rules, sparsity_rules, prune_exclude, refit=refit, calib=prune_calib,
+                                 sparsity_scope=sparsity_scope)
     # No spinner while quantizing: calibration draws its own progress bar.
     status = err_console.status(f"compiling {model.name} for {target_name}") if quantization is None else nullcontext()
     with status:

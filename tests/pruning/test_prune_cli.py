@@ -82,3 +82,22 @@ def test_pruned_int8_zoo_model_runs_bit_exact_on_the_host(name):
     got = ArmCpuRunner(artifact.files, artifact.manifest).run(feeds)
     for key, value in ReferenceRunner(artifact.files, artifact.manifest).run(feeds).items():
         np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
+def test_cli_global_magnitude_sparsity_threshold(tmp_path, save_model):
+    """--sparsity-scope global: one threshold over all layers, so layers end up with different sparsities."""
+    model = graphs.residual_model()
+    out = {}
+    for scope in ("layer", "global"):
+        out[scope] = tmp_path / f"{scope}.onnx"
+        result = CliRunner().invoke(main, ["compile", str(save_model(model)), "-t", "mali-g76", "-o", str(out[scope]),
+                                           "--emit", "onnx", "--sparsity", "0.5", "--sparsity-scope", scope])
+        assert result.exit_code == 0, result.output
+
+    def zero_shares(path):
+        weights = [onnx.numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer if t.dims and len(t.dims) >= 2]
+        return [float(np.mean(w == 0)) for w in weights if w.size >= 64]
+
+    per_layer, one_threshold = zero_shares(out["layer"]), zero_shares(out["global"])
+    assert all(abs(share - 0.5) < 0.05 for share in per_layer)
+    assert abs(np.mean(one_threshold) - 0.5) < 0.25 and max(one_threshold) - min(one_threshold) > 0.05

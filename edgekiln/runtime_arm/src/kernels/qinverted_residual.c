@@ -86,10 +86,12 @@ int ek_prepare_qinverted_residual(ek_model *m, ek_call *c, ek_err *e) {
         return EK_STATUS_INVALID;
     for (int i = 0; i < 14; i++) p->t[i] = ek_input(m, c, i + 1);
     const ek_tensor *we = p->t[WE], *wp = p->t[WP];
-    for (int i = WE; i <= WP; i += WD - WE)
-        if (!p->t[i] || p->t[i]->dtype != EK_DT_INT8 || p->t[i]->rank != 4 || p->t[i]->packing != EK_PACK_NONE ||
-            !p->t[i]->cdata)
+    static const int weights[3] = {WE, WD, WP}; /* not evenly spaced: every stage has its own operands */
+    for (int k = 0; k < 3; k++) {
+        const ek_tensor *t = p->t[weights[k]];
+        if (!t || t->dtype != EK_DT_INT8 || t->rank != 4 || t->packing != EK_PACK_NONE || !t->cdata)
             return ek_bad(e, c, "weights must be constant plain int8 [O, I, kh, kw] tensors");
+    }
     p->N = p->x->dims[0]; p->Cin = p->x->dims[1]; p->H = p->x->dims[2]; p->W = p->x->dims[3];
     p->Ce = ce; p->Co = wp->dims[0]; p->kh = wd->dims[2]; p->kw = wd->dims[3];
     if (we->dims[0] != p->Ce || we->dims[1] != p->Cin || we->dims[2] != 1 || we->dims[3] != 1 || wd->dims[1] != 1 ||
