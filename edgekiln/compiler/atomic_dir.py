@@ -2,7 +2,10 @@
 
 A reader (or a crash) never sees a half-written artifact: either the old folder, or the
 complete new one.  With `replace=True` an existing folder is swapped out and removed only
-after the new one is in place.
+after the new one is in place.  `cache_entry` is the same for content-keyed build caches
+(the C runtime, its library objects, the qemu plugin), where two processes may build the
+same entry at once: the first rename wins and the other build is dropped, since both hold
+the same content.
 """
 
 from __future__ import annotations
@@ -45,3 +48,21 @@ def atomic_directory(destination: Path, replace: bool = False) -> Iterator[Path]
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def cache_entry(final: Path) -> Iterator[Path]:
+    """Yield an empty staging folder next to `final`; on success it becomes `final` (or is dropped
+    when another process published the same content-keyed entry first); on failure it is removed."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    try:
+        os.rename(staging, final)
+    except OSError:  # built concurrently: keep the first
+        shutil.rmtree(staging, ignore_errors=True)

@@ -47,7 +47,7 @@ from edgekiln.backends.arm_cpu.toolchain import (
     find_toolchain,
     runtime_sources,
 )
-from edgekiln.compiler.atomic_dir import atomic_directory
+from edgekiln.compiler.atomic_dir import atomic_directory, cache_entry
 from edgekiln.errors import OptionError
 
 TEMPLATES = Path(__file__).resolve().parent / "templates" / "c_library"
@@ -131,22 +131,13 @@ def runtime_objects(tc: Toolchain) -> list[Path]:
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:24]
     final = cache_root() / f"{tc.arch}-lib-{key}"
     if not (final / "done").is_file():
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{tc.arch}-lib-", dir=final.parent))
-        try:
+        with cache_entry(final) as staging:
             commands = compile_commands(tc, sources, staging, "unused")[:-1]  # no link
             with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
                 errors = [e for e in pool.map(_compile, commands) if e]
             if errors:
                 raise ToolchainError(f"building the C library with {tc.cc} failed:\n" + "\n".join(errors[:3]))
             (staging / "done").write_text("ok\n")
-            try:
-                os.rename(staging, final)
-            except OSError:  # built concurrently: keep the first
-                shutil.rmtree(staging, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
     return sorted(final.glob("*.o"))
 
 

@@ -20,14 +20,13 @@ calls.  The total is t1 - t0.  Counts are exact with one thread (threads share t
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgekiln.backends.arm_cpu.toolchain import RUNTIME_DIR, ToolchainError, cache_root
+from edgekiln.compiler.atomic_dir import cache_entry
 
 PLUGIN_SOURCE = RUNTIME_DIR / "tools" / "qemu_insn_plugin.c"
 PLUGIN_FLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-shared", "-fPIC")
@@ -60,20 +59,11 @@ def build_plugin(cc: str = "cc") -> Path:
     library = final / "libinsn.so"
     if library.is_file():
         return library
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".plugin-", dir=final.parent))
-    try:
+    with cache_entry(final) as staging:
         proc = subprocess.run([cc, *PLUGIN_FLAGS, str(PLUGIN_SOURCE), "-o", str(staging / "libinsn.so")],
                               capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise InstructionCountError(f"building the qemu plugin failed:\n{proc.stderr.strip()}")
-        try:
-            os.rename(staging, final)
-        except OSError:  # built concurrently: keep the first
-            shutil.rmtree(staging, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return library
 
 

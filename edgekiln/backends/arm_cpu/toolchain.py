@@ -45,12 +45,12 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgekiln.compiler.atomic_dir import cache_entry
 from edgekiln.errors import EdgekilnError
 
 RUNTIME_DIR = Path(__file__).resolve().parents[2] / "runtime_arm"
@@ -252,10 +252,8 @@ def build_program(tc: Toolchain, *, main: str = "src/runner_main.c", output: str
     final = cache_root() / f"{tc.arch}-{key}"
     if (final / output).is_file():
         return BuildResult(final / output, 0.0, True)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{tc.arch}-{key}-", dir=final.parent))
     start = time.perf_counter()
-    try:
+    with cache_entry(final) as staging:
         commands = compile_commands(tc, sources, staging, output, extra_flags, static)
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
             errors = [e for e in pool.map(_compile, commands[:-1]) if e]
@@ -270,14 +268,7 @@ def build_program(tc: Toolchain, *, main: str = "src/runner_main.c", output: str
         for obj in staging.glob("*.o"):
             obj.unlink()
         (staging / "build.json").write_text(json.dumps({**key_data, "commands": commands}, indent=1, default=list))
-        try:
-            os.rename(staging, final)
-        except OSError:  # another process finished the same build first: use theirs
-            shutil.rmtree(staging, ignore_errors=True)
-        return BuildResult(final / output, time.perf_counter() - start, False, commands)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    return BuildResult(final / output, time.perf_counter() - start, False, commands)
 
 
 def _first_lines(error: str, lines: int = 12) -> str:
