@@ -4,7 +4,8 @@
     python -m benchmarks.arm_runtime_vs_peers --quick               # 3 small models, fewer runs, no TVM tuning
     python -m benchmarks.arm_runtime_vs_peers --models digits_cnn,ppocr_det --threads 1 --tvm-trials 64
 
-Engines, all on this machine's CPU (the `host` target: x86_64, AVX2 GEMM path):
+Engines, all on this machine's CPU (the `host` target: x86_64; the runtime picks its GEMM path at run
+time, avx512vnni > avxvnni > avx2, shown per engine in the notes):
 
 * edgekiln int8 / int4 / ternary: `edgekiln.compile(..., "host", quant=...)` (calibrated on 4 sample
   inputs), run by the artifact's own `ek_run` (`--repeat N --warmup 1 --threads T`): the runner's
@@ -155,8 +156,12 @@ def tvm_engines(model: str, trials: int, folder: Path) -> list[Engine]:
 
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(dir=folder) as work_dir:
-            database = ms.relax_integration.tune_relax(mod, {}, target, work_dir, max_trials_global=trials,
-                                                       num_trials_per_iter=16, cost_model="random")
+            # One build worker and generous timeouts: with the default (a worker per core, 30 s) every
+            # candidate's build timed out on this shared 2-core machine and no trial ever ran.
+            database = ms.relax_integration.tune_relax(
+                mod, {}, target, work_dir, max_trials_global=trials, num_trials_per_iter=16, cost_model="random",
+                builder=ms.builder.LocalBuilder(max_workers=1, timeout_sec=300),
+                runner=ms.runner.LocalRunner(timeout_sec=120))
             tuned = ms.relax_integration.compile_relax(database, mod, target, None)
         engines.append(engine("TVM tuned", tuned, f"MetaSchedule {trials} trials, {time.perf_counter() - start:.0f} s"))
     return engines

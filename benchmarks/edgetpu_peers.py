@@ -4,7 +4,13 @@
         [--peer-python PY]     a Python with litert-torch installed (default: $EDGEKILN_PEER_PYTHON,
                                else this one if it imports litert_torch)
         [--onnx2tf-python PY]  a Python with onnx2tf + TensorFlow (default: $EDGEKILN_ONNX2TF_PYTHON)
-        [--models a,b] [--rounds N] [--cache DIR]
+        [--models a,b] [--rounds N] [--cache DIR]   (--cache: the peers' files only; edgekiln's is always
+                                                     compiled by the tree being measured)
+        [--converters edgekiln,litert-torch,onnx2tf[,edgekiln-no-tpu-rewrites]] [--results PATH]
+
+    The PP-OCR models (no torch model for litert-torch) with and without edgekiln's numeric TPU rewrites:
+    python -m benchmarks.edgetpu_peers --models ppocr_cls,ppocr_det --converters edgekiln,edgekiln-no-tpu-rewrites \
+        --rounds 60 --results benchmarks/results/edgetpu_rewrites.json
 
 Converters, each fully int8 with per-channel weights and the same 4 calibration samples:
 
@@ -13,7 +19,9 @@ Converters, each fully int8 with per-channel weights and the same 4 calibration 
   by `litert_torch.convert` — run in its own interpreter (`--peer-python`): litert-torch pulls
   jax, transformers and torchao, which do not belong in edgekiln's environment;
 * onnx2tf: the same ONNX file through onnx2tf's full-integer quantization (needs TensorFlow;
-  its own interpreter too, because it pins numpy / onnx / onnxruntime below edgekiln's).
+  its own interpreter too, because it pins numpy / onnx / onnxruntime below edgekiln's);
+* edgekiln-no-tpu-rewrites (only when asked): edgekiln without hard-swish-to-hard-sigmoid-mul and
+  the Relu folding (`tflite_agreement.without_numeric_rewrites`), to show what they buy.
 
 Per file: ops, TRANSPOSE and DEQUANTIZE left, the share of ops and of MACs the Edge TPU maps
 (edgekiln's report, Coral's documented rules: the same judge for every file), file size, and
@@ -40,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CNN_MODELS = ("lenet_mnist", "digits_cnn", "inverted_residual", "resnet_basic", "repvgg", "mobileone",
               "se_hardswish")
 CALIBRATION_SEEDS = range(1, 5)
+PEERS = ("litert-torch", "onnx2tf")   # run in their own interpreters; their files may be cached
 
 
 # -- converters -------------------------------------------------------------------------------------
@@ -53,6 +62,13 @@ def convert_edgekiln(name: str) -> bytes:
     result = compile_model(model_path(name), "edgetpu", input_shapes=input_shapes(name),
                            quantization=QuantOptions(quant="int8", calib=calib), progress=False)
     return result.artifact.files["model.tflite"]
+
+
+def convert_edgekiln_without_rewrites(name: str) -> bytes:
+    from benchmarks.tflite_agreement import without_numeric_rewrites
+
+    with without_numeric_rewrites():
+        return convert_edgekiln(name)
 
 
 def _litert_torch_child(name: str, out: str) -> None:
@@ -175,26 +191,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--peer-python", default=_default_peer_python())
     parser.add_argument("--onnx2tf-python", default=os.environ.get("EDGEKILN_ONNX2TF_PYTHON"))
     parser.add_argument("--models", default=",".join(CNN_MODELS))
+    parser.add_argument("--converters", default="edgekiln,litert-torch,onnx2tf")
+    parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--rounds", type=int, default=300)
-    parser.add_argument("--cache", type=Path, help="keep the converted files here and reuse them on the next run")
+    parser.add_argument("--cache", type=Path, help="keep the peers' converted files here and reuse them on the next "
+                                                   "run (edgekiln's is always compiled)")
     args = parser.parse_args(argv)
 
     from rich.console import Console
     from rich.table import Table
 
     console = Console(width=160)
-    converters = {"edgekiln": None, "litert-torch": args.peer_python, "onnx2tf": args.onnx2tf_python}
+    pythons = {"litert-torch": args.peer_python, "onnx2tf": args.onnx2tf_python}
+    converters = {c: pythons.get(c) for c in args.converters.split(",")}
+    if unknown := set(converters) - {"edgekiln", "edgekiln-no-tpu-rewrites", *PEERS}:
+        parser.error(f"unknown converter(s) {', '.join(sorted(unknown))}")
     files: dict[tuple[str, str], bytes] = {}
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="edgetpu-peers-") as tmp:
         for name in args.models.split(","):
             for converter, python in converters.items():
                 row = {"model": name, "converter": converter}
-                if converter != "edgekiln" and python is None:
+                if converter in PEERS and python is None:
                     row["status"] = "not installed (pass --peer-python / --onnx2tf-python)"
                     rows.append(row)
                     continue
-                cached = args.cache / f"{name}.{converter}.tflite" if args.cache else None
+                # edgekiln's file is what is measured: always compiled by this tree, never read from the cache
+                cached = args.cache / f"{name}.{converter}.tflite" if args.cache and converter in PEERS else None
                 console.print(f"converting {name} with {converter} ...")
                 start = time.perf_counter()
                 try:
@@ -202,6 +225,8 @@ def main(argv: list[str] | None = None) -> None:
                         data = cached.read_bytes()
                     elif converter == "edgekiln":
                         data = convert_edgekiln(name)
+                    elif converter == "edgekiln-no-tpu-rewrites":
+                        data = convert_edgekiln_without_rewrites(name)
                     elif converter == "litert-torch":
                         data = convert_litert_torch(name, python, Path(tmp))
                     else:
@@ -237,11 +262,11 @@ def main(argv: list[str] | None = None) -> None:
                       f"{r['file_bytes'] / 1024:.1f}", f"{r['litert_cpu_ms']:.3f}",
                       f"{r['latency_vs_edgekiln']:.2f}x" if r.get("latency_vs_edgekiln") else "-")
     console.print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    temp = RESULTS.with_suffix(".json.tmp")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    temp = args.results.with_suffix(".json.tmp")
     temp.write_text(json.dumps({"rounds": args.rounds, "rows": rows}, indent=2) + "\n")
-    temp.replace(RESULTS)  # atomic: a reader never sees half a file
-    console.print(f"wrote {RESULTS}")
+    temp.replace(args.results)  # atomic: a reader never sees half a file
+    console.print(f"wrote {args.results}")
 
 
 if __name__ == "__main__":

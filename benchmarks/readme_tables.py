@@ -113,15 +113,16 @@ def weight_bytes(data: dict) -> str:
             cells.append(f"{c['total'] / 1024:.1f} KiB, {c['ratio']:.3f}x{mark}")
         lines.append("| " + " | ".join(cells) + " |")
     if data["rows"] and "artifact" in data["rows"][0]["configs"][labels[0]]:
-        lines += ["", "| model | " + " | ".join(f"{label}: artifact / floor" for label in labels) + " |",
+        lines += ["", "| model | " + " | ".join(f"{label}: blob / floor" for label in labels) + " |",
                   "| --- | " + " | ".join("---" for _ in labels) + " |"]
         for r in data["rows"]:
             cells = [r["model"]]
             for label in labels:
                 c = r["configs"][label]
-                mark = "" if c["bar_possible"] else " (floor over the bar)"
-                cells.append(f"{c['artifact_ratio']:.3f}x / {c['floor_ratio']:.3f}x{mark}, "
-                             f"{c['floor']['impossible_layers']}/{c['floor']['layers']} layers impossible")
+                verdict = c.get("verdict", "possible" if c["bar_possible"] else "impossible")
+                # (n/m): the layers whose own floor is over the bar
+                cells.append(f"{c['artifact_ratio']:.3f}x / {c['floor_ratio']:.3f}x **{verdict}** "
+                             f"({c['floor']['impossible_layers']}/{c['floor']['layers']})")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -186,13 +187,21 @@ def edgetpu_peers(data: dict) -> str:
     return "\n".join(lines)
 
 
+def _sqnr_with_without(row: dict) -> str:
+    if "sqnr_db" not in row:
+        return "–"
+    return f"{row['sqnr_db']:.2f} ({row.get('sqnr_db_without_rewrites', float('nan')):.2f})"
+
+
 def tflite_agreement(rows: list[dict]) -> str:
-    lines = ["| model | TFLite ops | T/DQ | file KiB | per op, REF | per op, XNNPACK | outputs (chained), REF | top-1 |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| model | TFLite ops | T/DQ | file KiB | per op, REF | per op, XNNPACK | outputs (chained), REF | top-1 "
+             "| SQNR vs float, dB (without the TPU rewrites) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     lines += [f"| {r['model']} | {r['ops']} | {r['transpose']}/{r['dequantize']} | {r['bytes'] / 1024:.1f} | "
               f"{r['per_op_equal_ref']:.2%} ±{r['per_op_max_diff_ref']} | "
               f"{r['per_op_equal_xnnpack']:.2%} ±{r['per_op_max_diff_xnnpack']} | "
-              f"{r['output_equal_ref']:.2%} ±{r['output_max_diff_ref']} | {r.get('top1_agree', '–')} |" for r in rows]
+              f"{r['output_equal_ref']:.2%} ±{r['output_max_diff_ref']} | {r.get('top1_agree', '–')} | "
+              f"{_sqnr_with_without(r)} |" for r in rows]
     return "\n".join(lines)
 
 
@@ -200,7 +209,7 @@ RENDERERS = {"gemm_instructions": gemm_instructions, "arena_planning": arena_pla
              "reparameterization": reparameterization, "quantization_accuracy": quantization_accuracy,
              "quantization_sqnr": quantization_sqnr, "weight_bytes": weight_bytes,
              "pruning_accuracy": pruning_accuracy, "arm_runtime_vs_peers": arm_runtime_vs_peers,
-             "edgetpu_peers": edgetpu_peers, "tflite_agreement": tflite_agreement}
+             "edgetpu_peers": edgetpu_peers, "edgetpu_rewrites": edgetpu_peers, "tflite_agreement": tflite_agreement}
 
 
 def main() -> None:

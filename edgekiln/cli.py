@@ -385,7 +385,7 @@ def run(artifact: Path, input_specs: tuple[str, ...], output: Path | None, threa
 @click.option("--measure", type=click.Choice(["time", "instructions"]),
               help="Cost per call: wall time, or guest instructions under qemu (default: instructions under "
                    "qemu, time elsewhere).")
-@click.option("--isa", default="auto", show_default=True, help="GEMM path: auto, c, neon, dotprod, i8mm, avx2.")
+@click.option("--isa", default="auto", show_default=True, help="GEMM path: auto, c, neon, dotprod, i8mm, avx2, avxvnni, avx512vnni.")
 @click.option("--input", "-i", "input_specs", multiple=True, metavar="[NAME=]FILE",
               help="Input data (.npy/.npz); default: seeded random data of the input shapes.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the report as JSON here.")

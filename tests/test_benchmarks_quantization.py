@@ -66,9 +66,18 @@ def test_weight_bytes_benchmark_counts_every_parameter():
     assert int8["value_bytes"] / 4 <= ternary["value_bytes"] <= int8["value_bytes"] / 4 + 3  # 2 bits, per tensor
     assert ternary["ratio"] < int8["ratio"] < 0.3
     # What the program stores: the same values and biases, plus an int32 multiplier and shift per channel.
+    program = int8["program"]
+    assert program["quantized"] == int8["value_bytes"] and program["bias"] == int8["bias_bytes"]
+    assert program["multiplier"] == program["bias"] and 0 < program["shift"] < program["bias"]  # the head has no shift
+    # What the arm_cpu blob stores (read back from the blob): int32 folded biases, int32 multipliers (the
+    # float head's float32 scales), one int8 shift per requantized channel, no row sums, nothing else.
     stored = int8["artifact"]
-    assert stored["quantized"] == int8["value_bytes"] and stored["bias"] == int8["bias_bytes"]
-    assert stored["multiplier"] == stored["bias"] and 0 < stored["shift"] < stored["bias"]  # the head has no shift
-    assert int8["floor"]["floor_bytes"] == int8["value_bytes"] + int8["bias_bytes"] <= stored["total"]
+    channels = int8["bias_bytes"] // 4
+    assert stored["quantized"] == int8["value_bytes"] and stored["bias"] == stored["multiplier"] == 4 * channels
+    assert stored["shift"] == program["shift"] // 4 and stored["row_sums"] == stored["ratio"] == stored["other"] == 0
+    assert stored["total"] < program["total"]
+    # floor: values + an int32 bias and a 32-bit scale per channel, one byte per channel under the blob
+    assert int8["floor"]["floor_bytes"] == int8["value_bytes"] + 8 * channels == stored["total"] - stored["shift"]
+    assert int8["verdict"] == ("met" if int8["artifact_meets_bar"] else "missed" if int8["bar_possible"] else "impossible")
     markdown = readme_tables.weight_bytes({"rows": [row]})
     assert "| digits_cnn |" in markdown and "int8 | ternary no guard |" in markdown

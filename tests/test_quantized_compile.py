@@ -38,10 +38,12 @@ def test_cli_quantized_compile_and_run_keep_accuracy(tmp_path):
     assert manifest["runner"] == "arm_cpu" and manifest["options"]["quantization"]["quant"] == "int8"
     precisions = {layer["precision"] for layer in manifest["layers"] if layer["precision"] != "-"}
     assert precisions <= {"int8", "fp32"} and "int8" in precisions
-    # fp32 only where the head writes the float model output: its integer accumulator (float32 bias of
-    # integers) times one float scale.
-    assert {layer["op"] for layer in manifest["layers"] if layer["precision"] == "fp32"} == {"Gemm", "Mul"}
+    # No fp32 layer: the head that writes the float model output is the int8 QFullyConnected itself, its
+    # integer accumulator times one float scale per channel (float_output).
+    assert [layer["op"] for layer in manifest["layers"] if layer["precision"] == "fp32"] == []
+    assert manifest["layers"][-1]["op"] == "QFullyConnected"
     artifact = edgekiln.load(out)
+    assert next(iter(artifact.run(images[:1]).values())).dtype == np.float32
     hits = [int(np.argmax(next(iter(artifact.run(images[i:i + 1]).values())))) == labels[i] for i in range(64, 264)]
     assert np.mean(hits) >= 0.97
 

@@ -118,6 +118,15 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto, target: str | Targ
             program = fuse_inverted_residual_blocks(program, notes)
             for note in notes:
                 trace.note(note)
+        if target.backend == "edgetpu":  # Add -> Relu as one clamped Add: no standalone int8 RELU in the .tflite
+            from edgekiln.backends.edgetpu.fuse_relu_into_producer import (
+                fuse_relu_into_producers,
+            )
+
+            tpu_notes: list[str] = []
+            program = fuse_relu_into_producers(program, tpu_notes)
+            for note in tpu_notes:
+                trace.note(note)
     files = {"model.onnx": graph.to_bytes(), **program_files(program)}
     sparse_decisions: list = []  # arm_cpu: the layers the sparse-kernel cost model looked at
     if target.backend == "arm_cpu":  # the C runtime: model blob + runner executable (toolchain: the C compiler)

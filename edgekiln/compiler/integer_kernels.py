@@ -26,11 +26,14 @@ Integer primitives (all intermediate values are exact in int64)
 A real multiplier M becomes (m, sh) through `requantize.quantize_multiplier` (M ≈ m·2^−(31+sh)).
 Per-channel (m, sh) are int32 constant operands `multiplier`, `shift`; per-tensor ones are attrs.
 
-A float model output of a weighted layer (QuantizeGraphPass `float_outputs`) is no new kernel:
-lowering spells it with `Dequantize` (scale 1: x_q − zp), `DequantizeWeight` (scale 1: W_q), the
-layer's float op with the bias as float32 integers, and a float `Mul` by s_in·s_w[o].  Every value
-the float op sums is an integer and |b_q| + 255·Σ|W_q| < 2^24 is checked per channel, so the
-float accumulator is the exact integer accumulator and only the final multiply rounds, once.
+A float model output of a weighted layer (QuantizeGraphPass `float_outputs`) is the same weight
+kernel with a float epilogue, attribute `float_output`: operands x, w, bias, `output_scale`
+(float32 [O] = s_x·s_w[o]; no multiplier, no shift, no clamp, no output zero point), y float32:
+
+    y[o] = float32(acc[o]) · output_scale[o]        (one float32 multiply, rounded once)
+
+Per-channel weights only (no group_ratio); lowering checks |b_q| + 255·Σ|W_q| < 2^24 per channel,
+so float32(acc) is exact and y is what Dequantize -> float op -> Mul on the same integers gives.
 
 Weight-reading kernels (QConv2D, QDepthwiseConv2D, QConvTranspose2D, QFullyConnected)
 ---------------------------------------------------------------------------------------
@@ -45,7 +48,8 @@ For output channel o, with K the reduction (input channel within the group × ke
         2^−(F+1) of a unit (F = 0 would flip ~M/2 of the outputs); lowering picks F ≤ 8 with
         |acc| < 2³¹ guaranteed (K·255·max|w|·2^F < 2³⁰).
     y[o] = requantize(acc[o], multiplier[o], shift[o], zp_y, act_min, act_max)
-           with M[o] = s_x·s_ref[o] / (2^F·s_y)  (per channel: s_ref = s_w, F = 0)
+           with M[o] = s_x·s_ref[o] / (2^F·s_y)  (per channel: s_ref = s_w, F = 0);
+           with `float_output`: y[o] = float32(acc[o])·output_scale[o] (above)
     bias[o] is int32 at the accumulator scale s_x·s_ref[o] (Gemm alpha/beta are folded into M and bias).
 
 Conv padding contributes 0 (as if x = zp_x).  Group k's index is the position in the weight
@@ -116,6 +120,15 @@ output's parameters (copied), else [m, sh]: y_i = requantize(x_i − zp_i, m, sh
 QResizeNearest: y[n, c, i, j] = x[n, c, index_h[i], index_w[j]] (int32 index tables computed at
 compile time from the ONNX Resize attributes).  QPad: ONNX Pad on int8, constant mode pads
 with `pad_value` (the quantized constant).
+QResizeBilinear (ONNX Resize mode linear over H, W; TFLite's integer RESIZE_BILINEAR):
+`taps_h` [H_out, 3] and `taps_w` [W_out, 3] hold (i0, i1, f) per output row / column, the source
+coordinate 1024·i0 + f in fixed point with 10 fraction bits (f ∈ [0, 1024), i1 = min(i0 + 1, H − 1);
+`bilinear_taps.py` derives them from the coordinate_transformation_mode):
+    acc = x[i0, j0]·(1024 − f_h)·(1024 − f_w) + x[i1, j0]·f_h·(1024 − f_w)
+        + x[i0, j1]·(1024 − f_h)·f_w      + x[i1, j1]·f_h·f_w          (|acc| ≤ 2²⁷: exact in int32)
+    y = sign(acc)·((|acc| + 2¹⁹) >> 20)       (round half away from zero, as TFLite)
+on the raw int8 values: the weights sum to 2²⁰, so the zero point passes through and input and
+output share their parameters (lowering adds a QRequantize when a graph has them differ).
 
 Boundaries and float islands
 ----------------------------
@@ -216,6 +229,9 @@ CATALOGUE: dict[str, KernelSpec] = {s.op: s for s in (
           ("axis", "input_zero_points", "output_zero_point", "requantize"), "concatenation with rescale"),
     _spec("QResizeNearest", (_X, Operand("index_h", "int32", "[H_out]"), Operand("index_w", "int32", "[W_out]")),
           (), "nearest-neighbour resize by index tables"),
+    _spec("QResizeBilinear", (_X, Operand("taps_h", "int32", "[H_out, 3] (i0, i1, f)"),
+                              Operand("taps_w", "int32", "[W_out, 3] (j0, j1, f)")),
+          (), "bilinear resize of H, W by 10-bit tap tables, parameters kept"),
     _spec("QPad", (_X,), ("pads", "mode", "pad_value"), "ONNX Pad on int8"),
     _spec("QSoftmax", (_X, Operand("exp_table", "int32", "[256] Q20")), ("output_zero_point", "multiplier", "shift"),
           "softmax over the last axis in fixed point"),

@@ -26,23 +26,19 @@ Which nodes become which kernel:
                                       QLookupTable, table[i] = Q(f(DQ(i − 128))) in float64,
                                       rounded half to even like QuantizeLinear
     GlobalAveragePool, AveragePool, ReduceMean, MaxPool, Softmax (last axis),
-    LayerNormalization, Concat, Resize (nearest), Pad
+    LayerNormalization, Concat, Resize (nearest, linear), Pad
                                       QGlobalAveragePool, QAveragePool, QReduceMean, QMaxPool,
-                                      QSoftmax, QLayerNorm, QConcat, QResizeNearest, QPad
+                                      QSoftmax, QLayerNorm, QConcat, QResizeNearest / QResizeBilinear, QPad
     Reshape, Flatten, Transpose, ...  the same op on int8 (parameters unchanged), followed by
                                       a QRequantize when the output is quantized differently
 
 A graph output QuantizeGraphPass kept float on purpose (`metadata_props["edgekiln.float_output"]`
-on its Conv / Gemm / MatMul) is computed exactly with float kernels on integer values:
-
-    Dequantize(x_q, scale 1, zp)  ->  x_q − zp                    (float32, exact)
-    DequantizeWeight(W_q, scale 1) ->  W_q                         (float32, exact)
-    the node's own float op with bias float32(b_q) -> acc          (exact: every partial sum is an
-                                                                     integer below 2^24, checked)
-    Mul(acc, float32(s_in · s_w[o])) -> y                          (one float32 rounding)
-
-so every backend that rounds one float32 multiply correctly writes the same bits, whatever
-order its float kernel sums in.
+on its Conv / Gemm / MatMul) is the layer's own integer kernel with a float epilogue
+(`float_output` in integer_kernels.py): the exact int32 accumulator acc = b_q + Σ (x_q − zp)·W_q,
+then y = float32(acc) · float32(s_in · s_w[o]), one float32 rounding.  The int8 weights are
+read by the int8 GEMM as they are (never dequantized at run time); |acc| < 2^24 is checked so
+that float32(acc) is exact and y equals what the float graph Dequantize -> Conv -> Mul on the
+same integers gives.
 
 A node that could be integer but is not (say, Softmax over axis 1) stays a float island;
 `IntegerLowering.float_reasons` says why for each.  A QDQ spelling lowering cannot read (a
@@ -60,13 +56,12 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from edgekiln.compiler import fused_ops
+from edgekiln.compiler import bilinear_taps, fused_ops
 from edgekiln.compiler import integer_kernels as ik
 from edgekiln.compiler.graph import Graph
 from edgekiln.compiler.lowering import (
     BLOCK_KEY,
     GraphLowering,
-    _json_attr,
     claim_unique,
 )
 from edgekiln.compiler.program import KernelCall, Program, QuantParams, TensorSpec
@@ -936,23 +931,72 @@ def _concat_lower(self: IntegerLowering, node: ir.Node, name: str) -> None:
                 "output_zero_point": out.zero_point, "requantize": rescales})
 
 
+def _text_attr(node: ir.Node, key: str, default: str) -> str:
+    value = _attr(node, key, default)
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _resize_reason(self: IntegerLowering, node: ir.Node) -> str | None:
     if r := _inputs_quantized(node, (0,)):
         return r
-    mode = _attr(node, "mode", "nearest")
-    if mode not in ("nearest", b"nearest"):
-        return f"Resize mode {mode!r} (only nearest is integer)"
-    if _attr(node, "coordinate_transformation_mode", "half_pixel") in ("tf_crop_and_resize", b"tf_crop_and_resize"):
+    mode = _text_attr(node, "mode", "nearest")
+    if mode not in ("nearest", "linear"):
+        return f"Resize mode {mode!r} (only nearest and linear are integer)"
+    if _text_attr(node, "coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize":
         return "tf_crop_and_resize"
     if any(v is not None and Graph.constant(v) is None for v in node.inputs[1:]):
         return "roi / scales / sizes are not constants"
     shape, out_shape = Graph.static_shape(node.inputs[0]), Graph.static_shape(node.outputs[0])
     if len(shape) != 4 or shape[:2] != out_shape[:2]:
         return "Resize of other than the two spatial axes"
+    return _bilinear_reason(node) if mode == "linear" else None
+
+
+def _bilinear_reason(node: ir.Node) -> str | None:
+    """Why a linear Resize has no QResizeBilinear (bilinear_taps.py reads four transformations)."""
+    transform = _text_attr(node, "coordinate_transformation_mode", "half_pixel")
+    if transform not in bilinear_taps.MODES:
+        return f"linear Resize with coordinate_transformation_mode {transform!r} (integer: {', '.join(bilinear_taps.MODES)})"
+    if node.attributes.get("axes") is not None:
+        return "linear Resize with an axes attribute"
+    if _text_attr(node, "keep_aspect_ratio_policy", "stretch") != "stretch":
+        return "linear Resize with keep_aspect_ratio_policy other than stretch"
+    in_hw, out_hw = Graph.static_shape(node.inputs[0])[2:], Graph.static_shape(node.outputs[0])[2:]
+    if int(_attr(node, "antialias", 0)) and any(o < i for i, o in zip(in_hw, out_hw)):
+        return "antialiased linear downscale (a wider filter than bilinear)"
     return None
 
 
+def _resize_scales(node: ir.Node) -> tuple[float | None, float | None]:
+    """The ONNX `scales` of H and W, or None where `sizes` define them (scale = out / in)."""
+    scales = Graph.constant(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+    if scales is None or scales.size == 0:
+        return None, None
+    flat = np.asarray(scales, np.float64).reshape(-1)
+    return float(flat[2]), float(flat[3])
+
+
 def _resize_lower(self: IntegerLowering, node: ir.Node, name: str) -> None:
+    if _text_attr(node, "mode", "nearest") == "linear":
+        _resize_bilinear_lower(self, node, name)
+    else:
+        _resize_nearest_lower(self, node, name)
+
+
+def _resize_bilinear_lower(self: IntegerLowering, node: ir.Node, name: str) -> None:
+    x = self._act(node.inputs[0])
+    h, w = Graph.static_shape(node.inputs[0])[2:]
+    out_h, out_w = Graph.static_shape(node.outputs[0])[2:]
+    transform = _text_attr(node, "coordinate_transformation_mode", "half_pixel")
+    scale_h, scale_w = _resize_scales(node)
+    taps_h = bilinear_taps.onnx_taps(h, out_h, transform, scale_h)
+    taps_w = bilinear_taps.onnx_taps(w, out_w, transform, scale_w)
+    _emit_movement(self, node, name, "QResizeBilinear",
+                   [x.name, self._plain_constant(taps_h, f"{name}_taps_h"),
+                    self._plain_constant(taps_w, f"{name}_taps_w")], {}, x)
+
+
+def _resize_nearest_lower(self: IntegerLowering, node: ir.Node, name: str) -> None:
     import onnx
     from onnx import helper
     from onnx.reference import ReferenceEvaluator
@@ -1103,45 +1147,25 @@ def _float_output_parts(self: IntegerLowering, node: ir.Node,
 
 
 def _float_output_lower(self: IntegerLowering, node: ir.Node, name: str) -> None:
+    """The layer's own integer kernel (QConv2D, QDepthwiseConv2D or QFullyConnected) with a float
+    epilogue: int32 accumulator (bias included) times float32(s_in · s_w[o]), no weight dequantized."""
     weight = self.weights[id(node.inputs[1])]
     _, acc_scale, bias_q = _float_output_parts(self, node, weight)
     x = self._act(node.inputs[0])
-    block = node.metadata_props.get(BLOCK_KEY)
-
-    def temp(like: ir.Value, hint: str) -> str:
-        tensor = claim_unique(hint, self.taken_names)
-        shape = Graph.static_shape(like)
-        layout = {4: "NCHW", 2: "NC"}.get(len(shape), "any")
-        self.tensors[tensor] = TensorSpec(name=tensor, dtype="float32", shape=shape, layout=layout,
-                                          kind="intermediate")
-        return tensor
-
-    def call(op: str, inputs: list[str], outputs: list[str], attrs: dict[str, Any], suffix: str) -> None:
-        self.calls.append(KernelCall(name=claim_unique(f"{name}/{suffix}", self.call_names), op=op,
-                                     inputs=tuple(inputs), outputs=tuple(outputs), attrs=attrs, block=block))
-
-    centered = temp(node.inputs[0], f"{name}_input_centered")
-    call("Dequantize", [x.name], [centered], {"scale": 1.0, "zero_point": x.zero_point}, "center_input")
-    w_int = self._weight_constant(weight, name)
-    unit = self._plain_constant(np.ones(weight.q_values.shape[0], np.float32), f"{name}_unit_scale")
-    w_float = temp(node.inputs[1], f"{name}_weight_integers")
-    call("DequantizeWeight", [w_int, unit], [w_float], {"transpose": bool(weight.transposed)}, "weight_integers")
-    inputs = [centered, w_float]
-    if len(node.inputs) > 2 and node.inputs[2] is not None:
-        shape = Graph.static_shape(node.inputs[2]) or (bias_q.size,)
-        inputs.append(self._plain_constant(bias_q.astype(np.float32).reshape(shape), f"{name}_bias_integers"))
-    accumulator = temp(node.outputs[0], f"{name}_accumulator")
-    attrs = {key: _json_attr(attr, node, name) for key, attr in node.attributes.items()}
-    op = node.op_type
-    if node.domain == fused_ops.DOMAIN:
-        op, attrs = fused_ops.parse_fused_op_type(op)[0], {"epilogue": [], **attrs}
-    call(op, inputs, [accumulator], attrs, "accumulate")
-    out_rank = len(Graph.static_shape(node.outputs[0]))
-    scale_shape = (acc_scale.size, *([1] * (out_rank - 2))) if self._kind(node) == "FusedConv" else (acc_scale.size,)
-    scale = self._plain_constant(acc_scale.reshape(scale_shape), f"{name}_output_scale")
+    w = self._weight_constant(weight, name)
+    bias = self._plain_constant(bias_q.astype(np.int32), f"{name}_bias")
+    scale = self._plain_constant(acc_scale.reshape(-1), f"{name}_output_scale")
     y = self._node_output(node.outputs[0], node, name)
-    self.calls.append(KernelCall(name=name, op="Mul", inputs=(accumulator, scale), outputs=(y,), attrs={},
-                                 block=block))
+    attrs: dict[str, Any] = {"input_zero_point": x.zero_point, "float_output": True}
+    op = "QFullyConnected"
+    if self._kind(node) == "FusedConv":
+        o, cg = weight.q_values.shape[:2]
+        group = int(_attr(node, "group", 1))
+        attrs.update({"strides": [int(v) for v in _attr(node, "strides", [1, 1])],
+                      "pads": [int(v) for v in _attr(node, "pads", [0, 0, 0, 0])],
+                      "dilations": [int(v) for v in _attr(node, "dilations", [1, 1])], "group": group})
+        op = "QDepthwiseConv2D" if group == Graph.static_shape(node.inputs[0])[1] == o and cg == 1 else "QConv2D"
+    self._emit(node, name, op, [x.name, w, bias, scale], [y], attrs)
 
 
 # -- helpers ------------------------------------------------------------------------------

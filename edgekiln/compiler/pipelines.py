@@ -11,7 +11,7 @@ never sees a graph an earlier one could still simplify:
 
     tpu        (edgetpu only) rewrites that keep ops on the Edge TPU's single segment:
                LeakyRelu -> PRelu, Div by a constant -> Mul, a Transpose before a flatten
-               folded into the dense weights
+               folded into the dense weights, HardSwish -> x·HardSigmoid(x)
 
 A quantized compile (`quantized_stages_for`) runs the same simplify stage (plus cross-layer
 equalization when asked) and a fuse stage that fuses only what an integer kernel does as a
@@ -40,6 +40,7 @@ from edgekiln.passes.fold_transpose_into_fully_connected import (
 )
 from edgekiln.passes.fuse_epilogue import FuseEpiloguePass
 from edgekiln.passes.fuse_matmul_add import FuseMatMulAddPass
+from edgekiln.passes.hard_swish_to_hard_sigmoid_mul import HardSwishToHardSigmoidMulPass
 from edgekiln.passes.leaky_relu_to_prelu import LeakyReluToPReluPass
 from edgekiln.passes.make_pads_explicit import MakePadsExplicitPass
 from edgekiln.passes.mark_attention import MarkAttentionPass
@@ -104,7 +105,9 @@ def mobile_gpu() -> list[Stage]:
 
 def edgetpu_friendly(quantized: bool = False) -> Stage:
     """Rewrites that keep ops on the Edge TPU, after simplify so they see folded constants."""
-    passes: list[Pass] = [DivideByConstantToMulPass(), FoldTransposeIntoFullyConnectedPass()]
+    # HardSwish -> x·HardSigmoid(x) before quantization: calibration then sees the gate.
+    passes: list[Pass] = [DivideByConstantToMulPass(), FoldTransposeIntoFullyConnectedPass(),
+                          HardSwishToHardSigmoidMulPass()]
     if not quantized:  # int8: LeakyRelu stays a lookup table, which the TFLite writer emits as PRELU
         passes.insert(0, LeakyReluToPReluPass())
     return Stage("tpu", [*passes, RemoveDeadNodesPass()])

@@ -40,7 +40,9 @@ Activation parameters (per tensor, asymmetric: `requantize.activation_params`):
     shared         Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Slice, Resize (nearest),
                    Pad, MaxPool only move or select values, so the output reuses the input's
                    scale and zero point (output range := input range): the integer kernel then
-                   copies int8 values with no requantization.
+                   copies int8 values with no requantization.  Resize (linear) joins them: its
+                   outputs are convex combinations of its inputs, inside the input's range, and
+                   the integer kernel interpolates the raw int8 values (QResizeBilinear).
     constants      a constant operand of Add / Mul / Sub / Concat is quantized like an
                    activation, with the range of its own values.
 
@@ -188,8 +190,8 @@ class QuantizeGraphPass(Pass):
             return None, f"{node.domain + '.' if node.domain not in _DEFAULT else ''}{node.op_type} has no integer kernel"
         if op == "Resize":
             mode = node.attributes.get("mode")
-            if mode is not None and mode.value != "nearest":
-                return None, f"Resize mode {mode.value!r} is not requantization-free (only 'nearest' is)"
+            if mode is not None and mode.value not in ("nearest", "linear"):
+                return None, f"Resize mode {mode.value!r} is not requantization-free (only 'nearest' and 'linear' are)"
         inputs = [v for v in node.inputs if v is not None] if op in ALL_INPUTS else [node.inputs[0]]
         return _Plan(node, precision, True, [v for v in inputs if _is_float(v)]), None
 

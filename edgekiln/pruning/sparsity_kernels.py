@@ -75,6 +75,8 @@ def _weight_matrix(program: Program, call: KernelCall) -> tuple[np.ndarray | Non
     weight = program.constants.get(call.inputs[1]) if len(call.inputs) > 1 else None
     if weight is None:
         return None, None, "the weight is not a constant"
+    if a.get("float_output"):  # the sparse int8 kernels requantize; this layer writes float
+        return None, None, "a float graph output (int8 GEMM with a float epilogue)"
     if op in ("QConv2D", "Conv", "FusedConv"):
         if weight.ndim != 4 or weight.shape[2:] != (1, 1):
             return None, None, "not a 1x1 convolution"

@@ -73,7 +73,11 @@ def test_the_integer_program_computes_accumulator_times_scale_exactly():
     graph = quantized(conv_gemm())
     program = lower_quantized_graph(graph)
     ops = [call.op for call in program.calls]
-    assert ops[-4:] == ["Dequantize", "DequantizeWeight", "Gemm", "Mul"] and "QFullyConnected" not in ops
+    # the head is the int8 GEMM with a float epilogue: no weight is dequantized at run time
+    assert ops[-1] == "QFullyConnected" and "DequantizeWeight" not in ops and "Dequantize" not in ops
+    head_call = program.calls[-1]
+    assert head_call.attrs["float_output"] and program.tensors[head_call.outputs[0]].dtype == "float32"
+    assert [program.tensors[n].dtype for n in head_call.inputs] == ["int8", "int8", "int32", "float32"]
     # Independent numpy: the head's int8 input from the program, W_q and b_q from the QDQ graph, int64 math.
     head = graph.node("head")
     x_act, weight, bias = match_activation(head.inputs[0]), match_weight(head.inputs[1]), match_weight(head.inputs[2])

@@ -29,7 +29,7 @@
 
 #include "ek_gemm.h"
 
-static const char *const isa_names[] = {"c", "neon", "dotprod", "i8mm", "avx2"};
+static const char *const isa_names[] = {"c", "neon", "dotprod", "i8mm", "avx2", "avxvnni", "avx512vnni"};
 #define N_ISAS (sizeof isa_names / sizeof isa_names[0])
 
 /* ---- deterministic random numbers (xorshift64*) ---- */
@@ -183,8 +183,9 @@ static ek_gemm_s8_fn select_or_die(const char *isa) {
 
 static int cmd_features(void) {
     const unsigned f = ek_cpu_features();
-    printf("features:%s%s%s%s%s\n", f & EK_CPU_NEON ? " neon" : "", f & EK_CPU_DOTPROD ? " dotprod" : "",
-           f & EK_CPU_I8MM ? " i8mm" : "", f & EK_CPU_AVX2 ? " avx2" : "", f & EK_CPU_FMA ? " fma" : "");
+    printf("features:%s%s%s%s%s%s%s\n", f & EK_CPU_NEON ? " neon" : "", f & EK_CPU_DOTPROD ? " dotprod" : "",
+           f & EK_CPU_I8MM ? " i8mm" : "", f & EK_CPU_AVX2 ? " avx2" : "", f & EK_CPU_FMA ? " fma" : "",
+           f & EK_CPU_AVXVNNI ? " avxvnni" : "", f & EK_CPU_AVX512VNNI ? " avx512vnni" : "");
     const char *name = NULL;
     ek_select_gemm_s8(f, NULL, &name);
     printf("auto: %s\n", name);

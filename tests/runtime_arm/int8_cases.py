@@ -216,3 +216,36 @@ def movement(rng, op):
     if op == "Flatten":
         return one_call(op, [("x", x, False)], {"axis": 2}, out_dtypes=("int8",))
     raise ValueError(op)
+
+
+def resize_bilinear(rng, *, shape=(1, 3, 5, 7), out_hw=(9, 4), mode="half_pixel", random_taps=False):
+    """QResizeBilinear with the tap tables of an ONNX mode, or arbitrary ones (any rows, any fraction
+    in [0, 1024]: the kernel must compute the spec's sum for every table the loader accepts)."""
+    from edgekiln.compiler.bilinear_taps import onnx_taps
+
+    def taps(n_in, n_out):
+        if not random_taps:
+            return onnx_taps(n_in, n_out, mode)
+        return np.stack([rng.integers(0, n_in, n_out), rng.integers(0, n_in, n_out),
+                         rng.integers(0, 1025, n_out)], axis=1).astype(np.int32)
+
+    return one_call("QResizeBilinear", [("x", int8(rng, shape), False), ("taps_h", taps(shape[-2], out_hw[0]), True),
+                                        ("taps_w", taps(shape[-1], out_hw[1]), True)])
+
+
+def weight_float_output(rng, op):
+    """QConv2D / QDepthwiseConv2D / QFullyConnected with a float output: x, w, bias, output_scale
+    (float32), y = float32(acc)·scale (integer_kernels.py `float_output`)."""
+    if op == "QFullyConnected":
+        x, w = int8(rng, (2, 3, 37)), int8(rng, (11, 37), -127, 127)
+        attrs = {"input_zero_point": -7, "float_output": True}
+    else:
+        c = 5 if op == "QDepthwiseConv2D" else 6
+        o, cg, group = (c, 1, c) if op == "QDepthwiseConv2D" else (8, 3, 2)
+        x, w = int8(rng, (1, c, 9, 7)), int8(rng, (o, cg, 3, 3), -127, 127)
+        attrs = {"strides": [2, 1], "pads": [1, 0, 2, 1], "dilations": [1, 1], "group": group,
+                 "input_zero_point": 13, "float_output": True}
+    o = w.shape[0]
+    bias = rng.integers(-5000, 5000, o).astype(np.int32)
+    scale = rng.uniform(1e-4, 3e-3, o).astype(np.float32)
+    return one_call(op, [("x", x, False), ("w", w, True), ("bias", bias, True), ("scale", scale, True)], attrs)

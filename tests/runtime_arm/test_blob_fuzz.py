@@ -50,6 +50,8 @@ def _seeds():
                                         ("e", np.array([-9], np.int64), True), ("a", np.array([2], np.int64), True),
                                         ("p", np.array([-2], np.int64), True)]),
         "f32_layer_norm": one_call("LayerNormalization", [("x", f32(2, 3, 8), False), ("s", f32(8), True)], {"axis": -1}),
+        "resize_bilinear": cases.resize_bilinear(rng, shape=(1, 2, 5, 6), out_hw=(7, 3)),
+        "fc_float_output": cases.weight_float_output(rng, "QFullyConnected"),
     }
 
 

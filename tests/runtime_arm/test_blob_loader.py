@@ -47,7 +47,7 @@ def test_truncated(conv_case, length):
 def test_bad_magic_version_checksum_trailing(conv_case):
     program, feeds, blob = conv_case
     _refused(program, feeds, b"\x7fELF" + blob[4:], "not an edgekiln model blob")
-    _refused(program, feeds, BlobView(blob).put(8, "<I", 2).sealed(), "format version 2; this runtime reads version 1")
+    _refused(program, feeds, BlobView(blob).put(8, "<I", 1).sealed(), "format version 1; this runtime reads version 2")
     flipped = bytearray(blob)
     flipped[-70] ^= 0x10  # a constant byte
     _refused(program, feeds, bytes(flipped), "checksum mismatch")
@@ -78,7 +78,7 @@ def test_corrupt_tables(conv_case):
     v = view()
     _refused(program, feeds, v.put(v.call_operand(0, 1), "<i", 1000).sealed(), "operand 1 is tensor id 1000")
     v = view()
-    _refused(program, feeds, v.put(v.call_operand(0, 7), "<i", weight).sealed(), "which is a constant")
+    _refused(program, feeds, v.put(v.call_operand(0, 6), "<i", weight).sealed(), "which is a constant")  # the output: 6 inputs
 
 
 def test_corrupt_operands_fail_the_kernel_checks(conv_case):
@@ -97,7 +97,7 @@ def test_corrupt_operands_fail_the_kernel_checks(conv_case):
     shifts = struct.unpack_from("<i", v.data, v.call_operand(call, 4))[0]
     const_base = v.section(op_codes.SECTION["CONSTANTS"])[0]
     offset = struct.unpack_from("<Q", v.data, v.tensor(shifts) + 56)[0]
-    _refused(program, feeds, v.put(const_base + offset, "<i", 40).sealed(), "31 + shift outside [1, 62]")
+    _refused(program, feeds, v.put(const_base + offset, "<b", 40).sealed(), "31 + shift outside [1, 62]")  # int8 shifts
 
 
 def test_wrong_inputs_are_usage_errors(conv_case):

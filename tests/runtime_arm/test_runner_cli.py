@@ -34,7 +34,7 @@ def test_repeat_prints_latency_statistics_and_profile(tmp_path):
     latency = stats["latency_ms"]
     assert stats["repeat"] == 5 and stats["warmup"] == 2 and stats["threads"] == 1
     assert 0 < latency["min"] <= latency["median"] <= latency["p90"]
-    assert stats["isa"] in ("avx2", "c", "neon", "dotprod", "i8mm")
+    assert stats["isa"] in ("avx512vnni", "avxvnni", "avx2", "c", "neon", "dotprod", "i8mm")
     calls = json.loads(profile.read_text())["calls"]
     assert [(c["name"], c["op"]) for c in calls] == [("qconv2d", "QConv2D")] and calls[0]["seconds"] > 0
 

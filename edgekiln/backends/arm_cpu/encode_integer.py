@@ -1,11 +1,22 @@
 """Encoders of the integer kernels (compiler/integer_kernels.py) into runtime calls.
 
 Each returns the `BlobCall`s for one Program call.  What the runtime needs beyond the
-Program is computed here, once: the weight row sums that fold the input zero point out of
-the int8 GEMM (per output channel, or per channel and K group for group-scaled weights), the
-layout of GEMM weights (K-blocked int4 / ternary, pre-paired int8 on i8mm targets: weight_packing.py),
-and the index tables of QResizeNearest and QPad.  Scratch sizes follow the C kernels'
+Program is computed here, once: the per-channel epilogue constants in their compact blob form
+(`_epilogue_operands`: the input zero point folded into the bias of GEMM calls, int8 shifts,
+16-bit group ratios), the layout of GEMM weights (K-blocked int4 / ternary, pre-paired int8 on
+i8mm targets: weight_packing.py), and the index tables of QResizeNearest and QPad
+(QResizeBilinear's tap tables go in as they are).  Scratch sizes follow the C kernels'
 `prepare` exactly.
+
+The fold (BLOB_FORMAT.md, "Weight-kernel operands"): the int8 GEMM sums raw products and the
+im2col pads with zp_x, so Σ_k (x_k − zp_x)·w[o,k] = (A·Bᵀ)[p,o] − zp_x·rowsum[o] and
+
+    per channel:  acc = (A·Bᵀ) + (bias − zp_x·rowsum)                     (int32, else int64)
+    per group:    acc = rshift_round(Σ_j ratio_j·(A·Bᵀ)_j + B, 16 − F),
+                  B   = bias·2^16 − zp_x·Σ_j ratio_j·rowsum_j              (int64)
+
+(the second because rshift_round(v + bias·2^16, 16 − F) = rshift_round(v, 16 − F) + bias·2^F).
+Depthwise calls subtract zp_x per tap themselves and keep the plain bias.
 """
 
 from __future__ import annotations
@@ -37,6 +48,45 @@ def _clamp(a: dict) -> dict[int, int]:
     return {A["ACT_MIN"]: a.get("act_min", -128), A["ACT_MAX"]: a.get("act_max", 127)}
 
 
+def _epilogue_operands(ctx: EncodeContext, call: KernelCall, weights: np.ndarray, depthwise: bool,
+                       group_size: int) -> list[str | None]:
+    """bias, multiplier, shift, ratio of a QConv2D / QDepthwiseConv2D / QFullyConnected in the blob's
+    compact form (module docstring): the bias folded with zp_x·rowsum on the GEMM path, the shift as
+    int8 (31 + shift ∈ [1, 62]), the Q16 group ratio as uint16 `ratio − 1` when no ratio is 0.
+    A float output passes its float32 output_scale in the multiplier's place and has no shift."""
+    _, _, bias_name, mult, shift, ratio_name = _inputs(call, 6)
+    bias = ctx.need_const(call, 2, "bias").astype(np.int64).reshape(-1)
+    zx = int(call.attrs["input_zero_point"])
+    ratio = ctx.const(ratio_name)
+    if depthwise:
+        folded_name = bias_name
+    elif ratio is None:
+        folded = bias - zx * _weight_row_sums(ctx, call, weights, 0).astype(np.int64)
+        fits = folded.min(initial=0) >= np.iinfo(np.int32).min and folded.max(initial=0) <= np.iinfo(np.int32).max
+        folded_name = ctx.derive(call, "folded_bias", folded.astype(np.int32 if fits else np.int64))
+    else:
+        sums = _weight_row_sums(ctx, call, weights, group_size).astype(np.int64)
+        ratios = ratio.reshape(sums.shape).astype(np.int64)
+        folded = (bias << 16) - zx * (ratios * sums).sum(axis=1)
+        folded_name = ctx.derive(call, "folded_bias", folded)
+    if ratio is not None and ratio.min(initial=1) >= 1:
+        ratio_name = ctx.derive(call, "group_ratio_minus_one", (ratio.astype(np.int64) - 1).astype(np.uint16))
+    if call.attrs.get("float_output"):
+        return [folded_name, mult, None, None]
+    shift = ctx.need_const(call, 4, "shift")
+    if shift.size and (shift.min() < -30 or shift.max() > 31):
+        raise ctx.fail(call, "a shift outside [-30, 31] (31 + shift must be in [1, 62], requantize.py)")
+    shift_name = ctx.derive(call, "shift_int8", shift.astype(np.int8))
+    return [folded_name, mult, shift_name, ratio_name]
+
+
+def _clamp_and_zero_points(a: dict) -> dict[int, int]:
+    """Output zero point and clamp: a float output has neither."""
+    if a.get("float_output"):
+        return {A["INPUT_ZP"]: a["input_zero_point"]}
+    return {A["INPUT_ZP"]: a["input_zero_point"], A["OUTPUT_ZP"]: a["output_zero_point"], **_clamp(a)}
+
+
 def _weight_row_sums(ctx: EncodeContext, call: KernelCall, w: np.ndarray, group_size: int) -> np.ndarray:
     rows = w.reshape(w.shape[0], -1).astype(np.int64)
     if group_size and rows.shape[1] % group_size:
@@ -61,7 +111,9 @@ def _gemm_layout(ctx: EncodeContext, w: str, rows: int) -> None:
 def _gemm_scratch(ctx: EncodeContext, w: str, rows_p: int, kg: int, og: int, fc: bool, ratio: bool,
                   group_size: int) -> int:
     pb, ocb = max(min(rows_p, ROWS), 1), max(min(og, COLS), 1)
-    size = 0 if fc else align64(pb * kg)
+    # im2col rows; or, on an AVX-512 VNNI CPU (known only at run time), the same block as k-quads:
+    # pixels padded to 16 and K to 4 (qconv.c prepare_common, ek_gemm.h ek_quads_pixels)
+    size = 0 if fc else align64(max(pb * kg, (kg + 3) // 4 * 4 * ((pb + 15) // 16 * 16)))
     size += align64(pb * ocb * 4)
     spec = ctx.spec(w)
     # a block of weight rows is unpacked into scratch when the kernel cannot read them in place:
@@ -87,17 +139,18 @@ def depthwise_rows_scratch(kh: int, kw: int, wo: int, sw: int, dilations: list[i
 
 
 def qconv(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
-    """QConv2D and QDepthwiseConv2D: x, w, bias, multiplier, shift, [group_ratio] + row sums."""
-    x, w, bias, mult, shift, ratio = _inputs(call, 6)
+    """QConv2D and QDepthwiseConv2D: x, w, bias (folded on the GEMM path), multiplier, shift (int8),
+    [group_ratio]; a float output: x, w, bias, output_scale."""
+    x, w, _, _, _, ratio = _inputs(call, 6)
     a = call.attrs
     weights = ctx.need_const(call, 1, "weight")
     o, cg, kh, kw = weights.shape
     group = a.get("group", 1)
     kg = cg * kh * kw
     group_size = a.get("group_size") or 0
-    wsum = ctx.derive(call, "row_sums", _weight_row_sums(ctx, call, weights, group_size if ratio else 0))
     _, _, ho, wo = ctx.shape(call.outputs[0])
     depthwise = cg == 1 and o == group and not ratio
+    epilogue = _epilogue_operands(ctx, call, weights, depthwise, group_size if ratio else 0)
     if depthwise:
         scratch = align64(kh * kw) + max(align64(wo * 4), depthwise_rows_scratch(kh, kw, wo, a.get("strides", [1, 1])[1],
                                                                                  a.get("dilations", [1, 1])))
@@ -105,29 +158,28 @@ def qconv(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
         _gemm_layout(ctx, w, ho * wo)
         scratch = _gemm_scratch(ctx, w, ho * wo, kg, o // group, False, bool(ratio), group_size)
     attrs = {A["STRIDES"]: a.get("strides", [1, 1]), A["DILATIONS"]: a.get("dilations", [1, 1]),
-             A["PADS"]: a.get("pads", [0, 0, 0, 0]), A["GROUP"]: group, A["INPUT_ZP"]: a["input_zero_point"],
-             A["OUTPUT_ZP"]: a["output_zero_point"], **_clamp(a)}
+             A["PADS"]: a.get("pads", [0, 0, 0, 0]), A["GROUP"]: group, **_clamp_and_zero_points(a)}
     if ratio:
         attrs.update({A["GROUP_SIZE"]: group_size, A["ACC_FRAC_BITS"]: a.get("acc_frac_bits", 0)})
     op = OP["QDEPTHWISE_CONV2D"] if call.op == "QDepthwiseConv2D" else OP["QCONV2D"]
-    return [BlobCall(call.name, op, [x, w, bias, mult, shift, ratio, wsum], [call.outputs[0]], attrs, scratch)]
+    return [BlobCall(call.name, op, [x, w, *epilogue], [call.outputs[0]], attrs, scratch)]
 
 
 def qfully_connected(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
-    x, w, bias, mult, shift, ratio = _inputs(call, 6)
+    """x, w, bias (folded), multiplier, shift (int8), [group_ratio]; a float output: x, w, bias, output_scale."""
+    x, w, _, _, _, ratio = _inputs(call, 6)
     a = call.attrs
     weights = ctx.need_const(call, 1, "weight")
     n, k = weights.shape
     group_size = a.get("group_size") or 0
-    wsum = ctx.derive(call, "row_sums", _weight_row_sums(ctx, call, weights, group_size if ratio else 0))
+    epilogue = _epilogue_operands(ctx, call, weights, False, group_size if ratio else 0)
     rows = ctx.size(x) // k if k else 0
-    attrs = {A["INPUT_ZP"]: a["input_zero_point"], A["OUTPUT_ZP"]: a["output_zero_point"], **_clamp(a)}
+    attrs = _clamp_and_zero_points(a)
     if ratio:
         attrs.update({A["GROUP_SIZE"]: group_size, A["ACC_FRAC_BITS"]: a.get("acc_frac_bits", 0)})
     _gemm_layout(ctx, w, rows)
     scratch = _gemm_scratch(ctx, w, rows, k, n, True, bool(ratio), group_size)
-    return [BlobCall(call.name, OP["QFULLY_CONNECTED"], [x, w, bias, mult, shift, ratio, wsum], [call.outputs[0]],
-                     attrs, scratch)]
+    return [BlobCall(call.name, OP["QFULLY_CONNECTED"], [x, w, *epilogue], [call.outputs[0]], attrs, scratch)]
 
 
 def qconv_transpose(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
@@ -254,6 +306,17 @@ def qresize_nearest(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
     return [BlobCall(call.name, OP["INDEX_MAP"], [x, ctx.derive(call, "index", tables)], [call.outputs[0]])]
 
 
+def qresize_bilinear(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
+    """The Program's tap tables as they are.  Scratch as runtime_arm/src/kernels/qresize_bilinear.c
+    sizes it: one int32 input row when it blends rows first (H_out < H), else two int32 output rows
+    (the column-interpolated input rows it keeps)."""
+    for index, what in ((1, "taps_h"), (2, "taps_w")):
+        ctx.need_const(call, index, what)
+    (h, w), (h_out, w_out) = ctx.shape(call.inputs[0])[-2:], ctx.shape(call.outputs[0])[-2:]
+    scratch = align64(w * 4) if h_out < h else 2 * align64(w_out * 4)
+    return [BlobCall(call.name, OP["QRESIZE_BILINEAR"], list(call.inputs[:3]), [call.outputs[0]], {}, scratch)]
+
+
 def qpad(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
     a = call.attrs
     shape = ctx.shape(call.inputs[0])
@@ -335,6 +398,7 @@ ENCODERS = {
     "QMaxPool": qmax_pool,
     "QConcat": qconcat,
     "QResizeNearest": qresize_nearest,
+    "QResizeBilinear": qresize_bilinear,
     "QPad": qpad,
     "QSoftmax": qsoftmax,
     "QLayerNorm": qlayer_norm,

@@ -9,7 +9,7 @@ must agree with it bit for bit (int8).  Here the dense encoder runs first (it de
 and checks operands exactly as for a dense call), then its weight operand is swapped for the
 sparse arrays of `pruning/sparsity_formats.py`:
 
-    int8:  x, values, index, row_ptr, bias, multiplier, shift   (+ zero points, clamp)
+    int8:  x, values, index, row_ptr, bias, multiplier, shift (int8)   (+ zero points, clamp)
     float: x, values, index, row_ptr, bias, residual            (+ epilogue)
     EK_ATTR_MODE = format, EK_ATTR_KERNEL = [B] or [N, M], EK_ATTR_TRANSPOSE = 1 for the
     fully connected layout (x [..., K]), 0 for a 1x1 convolution (x [N, K, H, W]).
@@ -92,7 +92,9 @@ def _sparse(dense: Encoder, int8: bool, fc: bool) -> Encoder:
         pixels = ctx.size(call.inputs[0]) // k if fc else int(np.prod(ctx.shape(call.inputs[0])[2:]))
         attrs[A["TRANSPOSE"]] = int(fc)
         if int8:
-            x, _, bias, mult, shift, ratio, _ = blob.inputs
+            # the sparse kernel subtracts zp_x itself: the layer's own bias, not the dense call's folded one
+            x, _, _, mult, shift, ratio = blob.inputs
+            bias = call.inputs[2]
             if ratio is not None:
                 raise ctx.fail(call, "sparse_kernel with per-group weight scales")
             keep = (A["INPUT_ZP"], A["OUTPUT_ZP"], A["ACT_MIN"], A["ACT_MAX"])

@@ -49,4 +49,4 @@ OP_NAMES = {code: name for name, code in OP.items()}
 
 # numpy dtype name -> EK_DT_* code
 DTYPE_CODES = {"float32": DT["FLOAT32"], "int8": DT["INT8"], "uint8": DT["UINT8"], "int32": DT["INT32"],
-               "int64": DT["INT64"], "bool": DT["BOOL"], "int16": DT["INT16"]}
+               "int64": DT["INT64"], "bool": DT["BOOL"], "int16": DT["INT16"], "uint16": DT["UINT16"]}

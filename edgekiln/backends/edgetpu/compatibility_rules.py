@@ -50,7 +50,9 @@ SUPPORTED_OPS: dict[str, str] = {
     "RELU6": "",
     "RELU_N1_TO_1": "",
     "RESHAPE": "certain reshapes of large tensors may not be mapped",
-    "RESIZE_BILINEAR": "3-D input/output; depending on sizes the compiler may keep it on the CPU",
+    "RESIZE_BILINEAR": "3-D input/output; depending on sizes the compiler may keep it on the CPU "
+                       "(google-coral/edgetpu#31: a 256x256 -> 512x512 upsample stayed on the CPU, 64 -> 128 "
+                       "mapped)",
     "RESIZE_NEAREST_NEIGHBOR": "3-D input/output; depending on sizes the compiler may keep it on the CPU",
     "RSQRT": "",
     "SLICE": "",
@@ -71,7 +73,9 @@ SUPPORTED_OPS: dict[str, str] = {
 UNSUPPORTED_HINTS: dict[str, str] = {
     "DEQUANTIZE": "float output: keep int8 outputs (no --float-io) or dequantize in the application",
     "LEAKY_RELU": "write it as PRELU with a constant alpha, which maps: the same function",
-    "HARD_SWISH": "spell it x * relu6(x + 3) / 6 (ADD, RELU6, MUL), which maps",
+    "HARD_SWISH": "write it as x * hard_sigmoid(x), which maps: a 1x1 DEPTHWISE_CONV_2D (slope 1/6, offset 1/2, "
+                  "clamped to [0, 1]) and a MUL; edgekiln's edgetpu target does this itself "
+                  "(hard-swish-to-hard-sigmoid-mul)",
     "DIV": "division by a constant is a MUL by its reciprocal (edgekiln rewrites it)",
     "BATCH_MATMUL": "only a constant right operand maps (as FULLY_CONNECTED)",
     "GATHER": "no Edge TPU op: do the lookup on the CPU (--cpu-tail)",

@@ -24,7 +24,12 @@ Where TFLite computes differently from the integer reference (within 1 LSB, meas
   requantized by a QUANTIZE first (TFLite's int8 -> int8 requantization);
 * SOFTMAX / LOGISTIC / TANH / HARD_SWISH use TFLite's own int8 algorithms; SOFTMAX and
   LOGISTIC write at scale 1/256, zero point −128, TANH at 1/128, 0 (a QUANTIZE follows
-  when the Program's output parameters differ);
+  when the Program's output parameters differ).  HARD_SWISH is no Edge TPU op: the edgetpu
+  pipeline rewrites HardSwish to x·HardSigmoid(x) before quantization, so only a Program
+  from another target's pipeline still carries a HardSwish table;
+* RESIZE_BILINEAR rounds its source-coordinate step to 1/1024 of a pixel: it is written when its
+  coordinates are QResizeBilinear's exactly (then bit-exact: the same 10-bit sum, rounded half
+  away from zero) or within 1/1024 (`bilinear_options`), and refused otherwise;
 * a leaky-ReLU table becomes PRELU with a constant α (`fit_prelu_alpha`), the EdgeTPU's
   spelling of LeakyRelu;
 * other lookup tables that are an affine function with a clamp (HardSigmoid, Clip, scalar
@@ -54,6 +59,7 @@ from edgekiln.backends.edgetpu.tflite_layout import (
     padding_mode,
 )
 from edgekiln.backends.edgetpu.tflite_op_versions import op_version
+from edgekiln.compiler import bilinear_taps
 from edgekiln.compiler.program import KernelCall, Program, TensorSpec
 from edgekiln.compiler.requantize import quantize_multiplier, requantize
 from edgekiln.errors import UnsupportedOpError
@@ -155,6 +161,7 @@ class ProgramConverter:
             "QAveragePool": self._op_QAveragePool, "QGlobalAveragePool": self._op_QGlobalAveragePool,
             "QReduceMean": self._op_QReduceMean, "QSoftmax": self._op_QSoftmax, "QConcat": self._op_QConcat,
             "QPad": self._op_QPad, "QResizeNearest": self._op_QResizeNearest,
+            "QResizeBilinear": self._op_QResizeBilinear,
             **dict.fromkeys(_RESHAPES, self._reshape),
         }
 
@@ -531,12 +538,12 @@ class ProgramConverter:
         four_d = len(layout.tflite_shape) == 4
         channels = layout.tflite_shape[-1] if four_d else int(np.prod(layout.tflite_shape))
         source = self._in(x) if four_d else self._reshaped(self._in(x), (1, 1, 1, channels), f"{x}_as_nhwc", x)
+        # One scale for every channel: per-tensor quantization (a per-channel list would repeat it,
+        # 24 bytes of scale and int64 zero point per channel, in weight and bias alike).
         weight = np.full((1, 1, 1, channels), w, np.int8)
-        w_index = self._const(f"{call.name}_weight", weight, TensorQuant((float(np.float32(s_w)),) * channels,
-                                                                         (0,) * channels, 3))
+        w_index = self._const(f"{call.name}_weight", weight, TensorQuant((float(np.float32(s_w)),), (0,)))
         b_scale = float(np.float32(np.float64(s_x) * np.float32(s_w)))
-        b_index = self._const(f"{call.name}_bias", np.full(channels, bias, np.int32),
-                              TensorQuant((b_scale,) * channels, (0,) * channels, 0))
+        b_index = self._const(f"{call.name}_bias", np.full(channels, bias, np.int32), TensorQuant((b_scale,), (0,)))
         options = self.fb.DepthwiseConv2DOptionsT()
         options.depthMultiplier, options.strideH, options.strideW = 1, 1, 1
         options.dilationHFactor, options.dilationWFactor = 1, 1
@@ -749,6 +756,26 @@ class ProgramConverter:
                    [self._in(x), size], [self._out(out)], options, "ResizeNearestNeighborOptions")
         self._finish(call)
 
+    def _op_QResizeBilinear(self, call: KernelCall) -> None:
+        x, out = call.inputs[0], call.outputs[0]
+        taps_h = self.program.constants[call.inputs[1]]
+        taps_w = self.program.constants[call.inputs[2]]
+        h, w = self.program.tensors[x].shape[2:]
+        found = bilinear_options(h, w, taps_h, taps_w)
+        if found is None:
+            raise UnsupportedOpError(
+                f"call {call.name!r}: no RESIZE_BILINEAR (align_corners / half_pixel_centers) reads this bilinear "
+                f"Resize's source coordinates within 1/1024 of a pixel (TFLite rounds its step to 1/1024, which "
+                f"drifts along a {h}x{w} -> {len(taps_h)}x{len(taps_w)} resize); resize by a ratio whose step is "
+                f"exact (2x, 4x, 1/2 ...) or choose another target")
+        align_corners, half_pixel = found
+        size = self._const(f"{call.name}_size", np.array([len(taps_h), len(taps_w)], np.int32))
+        options = self.fb.ResizeBilinearOptionsT()
+        options.alignCorners, options.halfPixelCenters = align_corners, half_pixel
+        self._emit("RESIZE_BILINEAR", op_version("RESIZE_BILINEAR", half_pixel_centers=half_pixel),
+                   [self._in(x), size], [self._out(out)], options, "ResizeBilinearOptions")
+        self._finish(call)
+
     def _read_only_by_fully_connected(self, name: str) -> bool:
         """True when every reader of `name` is a fully-connected layer, through requantizations."""
         if name in self.program.outputs:
@@ -803,21 +830,32 @@ def fit_affine_table(table: np.ndarray, s_x: float, zp_x: int, s_y: float,
     table = np.asarray(table, np.int64)
     q = np.arange(-128, 128)
     inside = (table > table.min()) & (table < table.max())
+    factors = np.linspace(0.997, 1.003, 31)
     if inside.sum() < 2:
-        return None
+        # A steep line (a wide input range): the entries on either side of each step pin it, loosely
+        # (a clamped entry is off the line), so the slope is searched over a wider grid.
+        steps = np.flatnonzero(np.diff(table))
+        if steps.size == 0:
+            return None
+        inside[steps] = inside[steps + 1] = True
+        factors = np.geomspace(0.5, 2.0, 61)
     k, c = np.polyfit(q[inside], table[inside], 1)
     if k == 0:
         return None
+    pivot = float(q[inside].mean())
     w = AFFINE_WEIGHT if k > 0 else -AFFINE_WEIGHT
     bounds = [(fused, *activation_bounds(fused, s_y, zp_y)) for fused in _FUSED]
     best: tuple[int, int, float, int, str] | None = None   # (max err, -exact, s_w, bias, fused)
-    for factor in np.linspace(0.997, 1.003, 31):
+    for factor in factors:
         s_w = float(np.float32(abs(k) * factor * s_y / (s_x * AFFINE_WEIGHT)))
         m, sh = tflite_multiplier(s_x, s_w, s_y)
         if m == 0:
             continue
         real = m * 2.0 ** -(31 + sh)
-        center = (c - zp_y + k * zp_x) / real
+        # the line k·f·(q − pivot) + (k·pivot + c): a changed slope turns about the fitted points' centre
+        slope = math.copysign(AFFINE_WEIGHT * real, k)
+        offset = k * pivot + c - slope * pivot
+        center = (offset - zp_y + slope * zp_x) / real
         biases = np.arange(math.floor(center - 1 / real) - 1, math.ceil(center + 1 / real) + 2)
         if np.abs(biases).max() >= 2**31:
             continue
@@ -867,6 +905,23 @@ def fit_prelu_alpha(table: np.ndarray, s_x: float, zp_x: int, s_y: float, zp_y: 
         if best is None or candidate[:2] < best[:2]:
             best = candidate
     return best[2] if best is not None and best[0] <= 1 else None
+
+
+def bilinear_options(h: int, w: int, taps_h: np.ndarray, taps_w: np.ndarray) -> tuple[bool, bool] | None:
+    """(align_corners, half_pixel_centers) of the RESIZE_BILINEAR that reads QResizeBilinear's
+    coordinates: exactly when one does (then TFLite's integer kernel computes the same bits), else
+    the closest within 1/1024 of a pixel per axis (each output then moves by at most
+    2 · 255 / 1024 < 1 LSB before rounding); None when none is that close.  Lowest version first."""
+    best: tuple[int, tuple[bool, bool]] | None = None
+    for align_corners, half_pixel in ((False, False), (True, False), (False, True)):
+        distance = max(
+            bilinear_taps.max_coordinate_difference(
+                taps_h, bilinear_taps.tflite_taps(h, len(taps_h), align_corners, half_pixel)),
+            bilinear_taps.max_coordinate_difference(
+                taps_w, bilinear_taps.tflite_taps(w, len(taps_w), align_corners, half_pixel)))
+        if best is None or distance < best[0]:
+            best = (distance, (align_corners, half_pixel))
+    return best[1] if best is not None and best[0] <= 1 else None
 
 
 def nearest_indices(in_size: int, out_size: int, align_corners: bool, half_pixel: bool) -> np.ndarray:

@@ -45,6 +45,7 @@ KERNELS: dict[str, Kernel] = {
     "QLayerNorm": normalization.layer_norm,
     "QConcat": movement.concat,
     "QResizeNearest": movement.resize_nearest,
+    "QResizeBilinear": movement.resize_bilinear,
     "QPad": movement.pad,
     "QInvertedResidual": fused_block.inverted_residual,
 }

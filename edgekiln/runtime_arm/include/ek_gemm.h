@@ -17,6 +17,9 @@
  *   gemm_s8_dotprod.c  aarch64  -march=armv8.2-a+dotprod
  *   gemm_s8_i8mm.c     aarch64  -march=armv8.6-a+dotprod+i8mm (gcc: +i8mm alone is enough)
  *   gemm_s8_avx2.c     x86_64   -mavx2 -mfma
+ *   gemm_s8_avxvnni.c  x86_64   -mavx2 -mfma -mavxvnni
+ *   gemm_s8_vnni512.c  x86_64   -mavx512f -mavx512bw -mavx512vl -mavx512vnni
+ *   gemm_s8_quads_vnni512.c, im2col_quads_vnni512.c, requantize_rows_vnni512.c   the same flags
  *   cpu_features.c, gemm_s8_select.c   baseline flags (they must run on any CPU)
  * and the int4 / ternary kernels (below) likewise: gemm_lowbit_ref.c and gemm_lowbit_select.c
  * with baseline flags, gemm_lowbit_{neon,neon_mask,dotprod,i8mm,avx2}.c with their ISA's flags;
@@ -28,6 +31,7 @@
 #define EK_GEMM_H
 
 #include <stdint.h>
+#include <string.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -47,13 +51,22 @@ typedef void (*ek_gemm_s8_fn)(int m, int n, int k, const int8_t *a, int lda, con
 #define EK_CPU_I8MM (1u << 2)    /* aarch64 SMMLA/USMMLA (HWCAP2_I8MM) */
 #define EK_CPU_AVX2 (1u << 3)    /* x86_64 AVX2 with OS-enabled ymm state */
 #define EK_CPU_FMA (1u << 4)     /* x86_64 FMA3 with OS-enabled ymm state */
+#define EK_CPU_AVXVNNI (1u << 5)    /* x86_64 AVX-VNNI (VEX vpdpbusd on ymm), OS-enabled ymm state */
+#define EK_CPU_AVX512VNNI (1u << 6) /* x86_64 AVX-512 F+BW+VL+VNNI with OS-enabled zmm and mask state */
+
+/* The x86_64 ISA names whose kernels all imply AVX2: the other kernel families (low-bit and
+ * float GEMMs, the SIMD table of the kernels) take their AVX2 code under any of them. */
+static inline int ek_isa_implies_avx2(const char *name) {
+    if (!name) return 0;
+    return strcmp(name, "avx2") == 0 || strcmp(name, "avxvnni") == 0 || strcmp(name, "avx512vnni") == 0;
+}
 
 /* What this CPU (and OS) can run; 0 on an architecture the runtime has no SIMD path for. */
 unsigned ek_cpu_features(void);
 
 /*
  * Picks the int8 GEMM kernel.  force_isa: NULL or "auto" (the fastest the features allow),
- * or one of "c", "neon", "dotprod", "i8mm", "avx2".  Returns NULL when the forced ISA is not
+ * or one of "c", "neon", "dotprod", "i8mm", "avx2", "avxvnni", "avx512vnni".  Returns NULL when the forced ISA is not
  * built for this architecture, not in `features`, or unknown; *chosen_name (when chosen_name is
  * not NULL) is then a static message saying why, else the kernel's name ("c", "neon", ...).
  */
@@ -104,6 +117,43 @@ static inline int ek_pairs_weight(const int8_t *base, int64_t row, int64_t p, in
 #if defined(__x86_64__)
 void ek_gemm_s8_avx2(int m, int n, int k, const int8_t *a, int lda, const int8_t *b, int ldb,
                      int32_t *c, int ldc);
+/* vpdpbusd kernels: unsigned x signed bytes, so A is shifted by +128 and 128·Σb taken off. */
+void ek_gemm_s8_avxvnni(int m, int n, int k, const int8_t *a, int lda, const int8_t *b, int ldb,
+                        int32_t *c, int ldc);
+void ek_gemm_s8_vnni512(int m, int n, int k, const int8_t *a, int lda, const int8_t *b, int ldb,
+                        int32_t *c, int ldc);
+#endif
+
+/*
+ * k-quad packed activations, channel-major result (gemm_s8_quads_vnni512.c, AVX-512 VNNI): for an
+ * NCHW convolution, whose im2col is naturally k-major and whose output rows are channels.
+ *   ek_pack_quads_vnni512: one quad row from `taps` (1..4) k-major rows of m pixels (row t at
+ *     rows + t * stride; no byte past pixel m is read): out[4i + t] = rows[t][i] ^ 0x80 for i < m,
+ *     t < taps, then padding up to ek_quads_pixels(m) pixels; 4 * ek_quads_pixels(m) bytes.
+ *   ek_gemm_s8_quads_vnni512: C[j*ldc + i] = Σ_p a[i][p]·B[j*ldb + p] for i < m, j < n, with `aq`
+ *     ceil(k / 4) such quad rows back to back (row q = k values [4q, 4q+4)); exact int32.
+ */
+static inline int ek_quads_pixels(int m) { return (m + 15) / 16 * 16; }
+/* An NCHW convolution's geometry, for building its im2col block as k-quads directly from the image
+ * (ek_im2col_quads_vnni512): tap k = (c, ky, kx) of output pixel p = (oy, ox) reads input
+ * (c, oy·sh − pt + ky·dh, ox·sw − pl + kx·dw), or zx outside the H x W plane. */
+typedef struct {
+    int64_t H, W, Wo, Cg, kh, kw, sh, sw, dh, dw, pt, pl;
+    int8_t zx;
+} ek_conv_geometry;
+
+#if defined(__x86_64__)
+void ek_pack_quads_vnni512(const int8_t *rows, int64_t stride, int taps, int m, uint8_t *out);
+/* The im2col block of output pixels [p0, p0 + m) as quad rows (K = Cg·kh·kw, ceil(K / 4) rows of
+ * 4·ek_quads_pixels(m) bytes), `planes` = the group's first input channel plane; reads only
+ * in-bounds input bytes. */
+void ek_im2col_quads_vnni512(const ek_conv_geometry *g, const int8_t *planes, int64_t p0, int m, uint8_t *aq);
+/* The quad GEMM's epilogue (requantize_rows_vnni512.c): y[i] = clamp(rshift_round(int64(src[i] + add)·m, t)
+ * + zp, lo, hi) for i < n, t in [1, 62], each src[i] + add fitting int32; ek_requant.h's rule exactly. */
+void ek_requantize_row_vnni512(const int32_t *src, int64_t n, int32_t add, int32_t m, int32_t t, int32_t zp, int32_t lo,
+                               int32_t hi, int8_t *y);
+void ek_gemm_s8_quads_vnni512(int m, int n, int k, const uint8_t *aq, const int8_t *b, int ldb, int32_t *c,
+                              int ldc);
 #endif
 
 /*

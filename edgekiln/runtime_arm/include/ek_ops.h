@@ -12,7 +12,7 @@
 #define EK_OPS_H
 
 /* -- format ------------------------------------------------------------------------------ */
-#define EK_BLOB_VERSION 1
+#define EK_BLOB_VERSION 2        /* 2: compact weight-kernel operands (BLOB_FORMAT.md, Versioning) */
 #define EK_BLOB_HEADER_BYTES 192 /* fixed prefix (32) + counts (32) + 8 section entries (128) */
 #define EK_BLOB_PREFIX_BYTES 32  /* magic, version, header size, total size, crc, flags */
 #define EK_BLOB_TENSOR_BYTES 88  /* one tensor table entry */
@@ -40,6 +40,7 @@
 #define EK_DT_INT64 5
 #define EK_DT_BOOL 6             /* one byte, 0 or 1 */
 #define EK_DT_INT16 7
+#define EK_DT_UINT16 8           /* constants only: 16-bit group ratios */
 
 #define EK_STORE_ARENA 1         /* offset = byte offset in the activation arena */
 #define EK_STORE_CONST 2         /* offset = byte offset in the constants section */
@@ -139,6 +140,7 @@
 #define EK_OP_DEQUANTIZE_WEIGHT 18
 #define EK_OP_QSPARSE_GEMM 19       /* sparse 1x1 QConv2D / QFullyConnected (src/sparse/, compiler: encode_sparse.py) */
 #define EK_OP_QINVERTED_RESIDUAL 24 /* fused expand 1x1 -> depthwise -> project 1x1 (compiler/fused_block_lowering.py) */
+#define EK_OP_QRESIZE_BILINEAR 25   /* bilinear resize of H, W by 10-bit tap tables (kernels/qresize_bilinear.c) */
 /* data movement, any dtype */
 #define EK_OP_COPY 40             /* Reshape, Flatten, Squeeze, Unsqueeze, Identity */
 #define EK_OP_TRANSPOSE 41        /* Transpose, DepthToSpace, SpaceToDepth */

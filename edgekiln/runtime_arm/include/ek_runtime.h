@@ -57,8 +57,8 @@ int ek_model_io(const ek_model *model, int is_output, int index, ek_tensor_info 
 
 /* Threads used by the parallel kernels (conv, GEMM, matmul); 1 = run on the caller only. */
 int ek_model_set_threads(ek_model *model, int threads, char *err, size_t errlen);
-/* The int8 GEMM path: "auto" (the fastest this CPU runs), "c", "neon", "dotprod", "i8mm" or
- * "avx2".  EK_STATUS_ISA when the CPU or this build lacks it. */
+/* The int8 GEMM path: "auto" (the fastest this CPU runs), "c", "neon", "dotprod", "i8mm", "avx2",
+ * "avxvnni" or "avx512vnni".  EK_STATUS_ISA when the CPU or this build lacks it. */
 int ek_model_set_isa(ek_model *model, const char *isa, char *err, size_t errlen);
 const char *ek_model_isa(const ek_model *model);
 

@@ -45,30 +45,47 @@ int ek_bcast_init(ek_bcast *b, const ek_tensor *y, int nops, const ek_tensor *co
     return 1;
 }
 
-void ek_bcast_run(const ek_bcast *b, ek_bcast_row row, void *ctx) {
-    int64_t off[EK_BCAST_MAX_OPS] = {0}, step[EK_BCAST_MAX_OPS] = {0};
+void ek_bcast_run_range(const ek_bcast *b, ek_bcast_row row, void *ctx, int64_t begin, int64_t end) {
+    int64_t off[EK_BCAST_MAX_OPS] = {0}, step[EK_BCAST_MAX_OPS] = {0}, at[EK_BCAST_MAX_OPS];
     if (b->rank == 0) {
-        row(ctx, off, step, 0, 1);
+        if (begin < end) row(ctx, off, step, 0, 1);
         return;
     }
     int inner = b->rank - 1;
     int64_t n = b->dims[inner];
+    if (n == 0) return;
     for (int i = 0; i < b->nops; i++) step[i] = b->str[i][inner];
-    int64_t idx[EK_MAX_RANK] = {0};
-    int64_t yoff = 0;
-    for (;;) {
-        row(ctx, off, step, yoff, n);
-        yoff += n;
-        int d = inner - 1;
-        for (; d >= 0; d--) {
+    /* the row holding `begin`, unravelled over the outer dims */
+    int64_t idx[EK_MAX_RANK] = {0}, r = begin / n, col = begin % n;
+    for (int d = inner - 1; d >= 0; d--) {
+        idx[d] = r % b->dims[d];
+        r /= b->dims[d];
+        for (int i = 0; i < b->nops; i++) off[i] += idx[d] * b->str[i][d];
+    }
+    for (int64_t yoff = begin; yoff < end;) {
+        int64_t len = n - col < end - yoff ? n - col : end - yoff;
+        for (int i = 0; i < b->nops; i++) at[i] = off[i] + col * step[i];
+        row(ctx, at, step, yoff, len);
+        yoff += len;
+        col = 0;
+        for (int d = inner - 1; d >= 0; d--) {
             idx[d]++;
             for (int i = 0; i < b->nops; i++) off[i] += b->str[i][d];
             if (idx[d] < b->dims[d]) break;
             for (int i = 0; i < b->nops; i++) off[i] -= b->str[i][d] * b->dims[d];
             idx[d] = 0;
         }
-        if (d < 0) break;
     }
+}
+
+int64_t ek_bcast_count(const ek_bcast *b) {
+    int64_t n = 1;
+    for (int d = 0; d < b->rank; d++) n *= b->dims[d];
+    return n;
+}
+
+void ek_bcast_run(const ek_bcast *b, ek_bcast_row row, void *ctx) {
+    ek_bcast_run_range(b, row, ctx, 0, ek_bcast_count(b));
 }
 
 /* Matrix strides of `t`'s batch dims against the output's (right-aligned broadcasting). */

@@ -158,6 +158,10 @@ int ek_attr_int_list(const ek_call *c, int key, int max, int64_t lo, int64_t hi,
 typedef void (*ek_task_fn)(void *ctx, int64_t task, uint8_t *scratch);
 /* Runs fn(ctx, t, scratch of the executing thread) for t in [0, ntasks). */
 void ek_parallel(struct ek_model *m, int64_t ntasks, ek_task_fn fn, void *ctx);
+/* Runs fn(ctx, begin, end) over pieces of [0, n) covering it once, in parallel when the pool has
+ * threads and each piece gets at least min_chunk elements (pieces are multiples of 64). */
+typedef void (*ek_range_fn)(void *ctx, int64_t begin, int64_t end);
+void ek_parallel_range(struct ek_model *m, int64_t n, int64_t min_chunk, ek_range_fn fn, void *ctx);
 
 ek_pool *ek_pool_create(int threads);
 void ek_pool_destroy(ek_pool *pool);
@@ -184,7 +188,8 @@ uint32_t ek_crc32(const uint8_t *data, size_t n);
 void ek_unpack_int8(const ek_tensor *t, const uint8_t *data, int64_t first, int64_t count, int8_t *dst);
 /* Bits per weight of a K-blocked GEMM packing (EK_PACK_INT4_K32: 4, EK_PACK_INT2_K64: 2), else 0. */
 int ek_packing_bits(int packing);
-/* Checks an int32 constant of per-channel shifts: 31 + shift in [1, 62] for every entry. */
+/* Checks a constant of per-channel shifts (int8, or int32 where a kernel reads that): 31 + shift in
+ * [1, 62] for every entry.  The caller checks which of the two dtypes its kernel reads. */
 int ek_check_shifts(const ek_tensor *t, const ek_call *c, ek_err *e);
 size_t ek_dtype_size(int dtype);
 

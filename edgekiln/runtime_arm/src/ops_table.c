@@ -46,6 +46,7 @@ static const ek_op_def OPS[] = {
     {EK_OP_RESIZE, "Resize", ek_prepare_resize, ek_run_resize},
     {EK_OP_SPARSE_GEMM, "SparseGemm", ek_prepare_sparse_gemm, ek_run_sparse_gemm},
     {EK_OP_QINVERTED_RESIDUAL, "QInvertedResidual", ek_prepare_qinverted_residual, ek_run_qinverted_residual},
+    {EK_OP_QRESIZE_BILINEAR, "QResizeBilinear", ek_prepare_qresize_bilinear, ek_run_qresize_bilinear},
 };
 
 const ek_op_def *ek_find_op(int op) {

@@ -11,7 +11,7 @@ size_t ek_dtype_size(int dtype) {
     case EK_DT_FLOAT32: case EK_DT_INT32: return 4;
     case EK_DT_INT8: case EK_DT_UINT8: case EK_DT_BOOL: return 1;
     case EK_DT_INT64: return 8;
-    case EK_DT_INT16: return 2;
+    case EK_DT_INT16: case EK_DT_UINT16: return 2;
     default: return 0;
     }
 }
@@ -25,6 +25,7 @@ const char *ek_dtype_name(int dtype) {
     case EK_DT_INT64: return "int64";
     case EK_DT_BOOL: return "bool";
     case EK_DT_INT16: return "int16";
+    case EK_DT_UINT16: return "uint16";
     default: return "unknown";
     }
 }

@@ -9,6 +9,8 @@ allows the few LSB a couple of layers add).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -23,6 +25,7 @@ from edgekiln.backends.edgetpu.tflite_verify import verify_tflite
 from edgekiln.backends.edgetpu.tflite_writer import convert_program
 from edgekiln.compiler.compile import compile_model
 from edgekiln.compiler.quant_options import QuantOptions
+from edgekiln.compiler.target import Target, get_target
 
 RNG = np.random.default_rng(7)
 
@@ -39,16 +42,17 @@ def make_model(nodes, x_shape, initializers=None, opset: int = 17):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
-def compile_int8(model, x_shape, *, float_io: bool = False):
+def compile_int8(model, x_shape, *, float_io: bool = False, target: str | Target = "edgetpu"):
     rng = np.random.default_rng(1)
     calib = [{"x": rng.standard_normal(x_shape).astype(np.float32)} for _ in range(4)]
-    return compile_model(model, "edgetpu", quantization=QuantOptions(quant="int8", calib=calib), check_ops=False,
+    return compile_model(model, target, quantization=QuantOptions(quant="int8", calib=calib), check_ops=False,
                          progress=False, float_io=float_io)
 
 
-def check(model, x_shape, expected_ops, *, chained_lsb: int = 1, float_io: bool = False):
-    """Compile, write, verify; returns (op names, report)."""
-    program = compile_int8(model, x_shape, float_io=float_io).program
+def check(model, x_shape, expected_ops, *, chained_lsb: int = 1, float_io: bool = False,
+          target: str | Target = "edgetpu"):
+    """Compile, write, verify; returns (op names, report).  `target`: whose pass pipeline makes the Program."""
+    program = compile_int8(model, x_shape, float_io=float_io, target=target).program
     conversion = convert_program(program, float_io=float_io)
     ops = builtin_op_names(read_tflite(conversion.data))
     for op in expected_ops:
@@ -159,16 +163,37 @@ def test_softmax_after_fully_connected():
     check(make_model(nodes, [1, 16], inits), [1, 16], ["FULLY_CONNECTED", "SOFTMAX"])
 
 
-@pytest.mark.parametrize("op, tflite", [("Sigmoid", "LOGISTIC"), ("Tanh", "TANH"), ("HardSwish", "HARD_SWISH"),
-                                        ("HardSigmoid", "DEPTHWISE_CONV_2D"), ("Relu", "RELU")])
+@pytest.mark.parametrize("op, tflite", [("Sigmoid", "LOGISTIC"), ("Tanh", "TANH"), ("HardSigmoid", "DEPTHWISE_CONV_2D"),
+                                        ("Relu", "RELU")])
 def test_activation_tables(op, tflite):
     attrs = {"alpha": 1 / 6} if op == "HardSigmoid" else {}
-    # After an Add, so the activation is not fused into a conv.
+    # After an Add, so the activation is not fused into a conv (a Relu after a max pool: the edgetpu compile fuses
+    # a Relu after an Add, Mul or weight kernel into it, test_fuse_relu_into_producer.py).
     nodes, inits = two_branches("Add", "s")
-    nodes.append(helper.make_node(op, ["s"], ["y"], **attrs))
+    if op == "Relu":
+        nodes.append(helper.make_node("MaxPool", ["s"], ["p"], kernel_shape=[2, 2], strides=[2, 2]))
+    nodes.append(helper.make_node(op, ["p" if op == "Relu" else "s"], ["y"], **attrs))
     # chained: a 1-LSB difference in the Add can move a steep table's output by more
     ops, _ = check(make_model(nodes, SHAPE, inits), SHAPE, [tflite], chained_lsb=4)
     assert ops[-1] in (tflite, "QUANTIZE")
+
+
+def test_hard_swish_is_written_as_a_hard_sigmoid_depthwise_conv_and_a_mul_for_the_edgetpu():
+    # HARD_SWISH is not in Coral's table: the edgetpu pipeline writes x * hard_sigmoid(x) instead.
+    nodes, inits = two_branches("Add", "s")
+    nodes.append(helper.make_node("HardSwish", ["s"], ["y"]))
+    ops, _ = check(make_model(nodes, SHAPE, inits), SHAPE, ["DEPTHWISE_CONV_2D", "MUL"], chained_lsb=4)
+    assert ops[-2:] == ["DEPTHWISE_CONV_2D", "MUL"] and "HARD_SWISH" not in ops
+
+
+def test_hard_swish_table_of_another_pipeline_is_written_as_hard_swish():
+    # A Program lowered by another target's pipeline keeps the HardSwish table: TFLite's own HARD_SWISH.
+    # (host's passes and precisions without building its C runtime: the mobile_gpu backend builds nothing)
+    host_passes = replace(get_target("host"), backend="mobile_gpu")
+    nodes, inits = two_branches("Add", "s")
+    nodes.append(helper.make_node("HardSwish", ["s"], ["y"]))
+    ops, _ = check(make_model(nodes, SHAPE, inits), SHAPE, ["HARD_SWISH"], chained_lsb=4, target=host_passes)
+    assert ops[-1] == "HARD_SWISH"
 
 
 def test_pad_and_resize_nearest():
@@ -205,3 +230,12 @@ def test_leaky_relu_table_becomes_prelu():
     nodes.append(helper.make_node("LeakyRelu", ["s"], ["y"], alpha=0.1))
     ops, _ = check(make_model(nodes, SHAPE, inits), SHAPE, ["PRELU"], chained_lsb=2)
     assert ops[-1] == "PRELU"
+
+
+def test_steep_affine_table_of_a_wide_input_range():
+    # The input spans about ±1000, so HardSigmoid's ramp (6 wide) covers one or two int8 steps: too few
+    # unclamped entries for a least-squares line; the steps of the table pin the 1x1 depthwise conv instead.
+    nodes = [helper.make_node("Mul", ["x", "gain"], ["s"]), helper.make_node("HardSigmoid", ["s"], ["y"], alpha=1 / 6)]
+    ops, _ = check(make_model(nodes, SHAPE, {"gain": np.array(300, np.float32)}), SHAPE, ["DEPTHWISE_CONV_2D"],
+                   chained_lsb=2)
+    assert ops[-1] == "DEPTHWISE_CONV_2D"

@@ -45,19 +45,25 @@ def _grouped_products(cols: np.ndarray, w: np.ndarray, ratio: np.ndarray | None,
     return rshift_round(wide, ik.RATIO_BITS - frac)
 
 
+def _weight_operands(args: list[Any]) -> list[Any]:
+    """x, w, bias, multiplier (or a float output's output_scale), shift, ratio: absent ones None."""
+    return [*args[:6], *[None] * (6 - len(args[:6]))]
+
+
 def _finish(acc: np.ndarray, call: KernelCall, bias: np.ndarray, multiplier: np.ndarray,
-            shift: np.ndarray, channel_axis: int) -> np.ndarray:
+            shift: np.ndarray | None, channel_axis: int) -> np.ndarray:
     shape = [1] * acc.ndim
     shape[channel_axis] = -1
     a = call.attrs
     acc = acc + (bias.astype(np.int64) << a.get("acc_frac_bits", 0)).reshape(shape)
+    if a.get("float_output"):  # `multiplier` is the float32 output_scale: one float32 multiply
+        return acc.astype(np.float32) * multiplier.astype(np.float32).reshape(shape)
     return requantize(acc, multiplier.reshape(shape), shift.reshape(shape), a["output_zero_point"],
                       a["act_min"], a["act_max"])
 
 
 def conv2d(call: KernelCall, args: list[Any]) -> list[np.ndarray]:
-    x, w, bias, multiplier, shift = args[:5]
-    ratio = args[5] if len(args) > 5 else None
+    x, w, bias, multiplier, shift, ratio = _weight_operands(args)
     a = call.attrs
     o, cg, kh, kw = w.shape
     group = a.get("group", 1)
@@ -78,7 +84,7 @@ def conv2d(call: KernelCall, args: list[Any]) -> list[np.ndarray]:
 def depthwise_conv2d(call: KernelCall, args: list[Any]) -> list[np.ndarray]:
     if len(args) > 5 and args[5] is not None:  # per-group weights: the general path handles the ratios
         return conv2d(call, args)
-    x, w, bias, multiplier, shift = args[:5]
+    x, w, bias, multiplier, shift, _ = _weight_operands(args)
     a = call.attrs
     c, _, kh, kw = w.shape
     view = windows(_centered_padded(x, a["input_zero_point"], a["pads"]), [kh, kw], a["strides"], a["dilations"])
@@ -90,8 +96,7 @@ def depthwise_conv2d(call: KernelCall, args: list[Any]) -> list[np.ndarray]:
 
 
 def conv_transpose2d(call: KernelCall, args: list[Any]) -> list[np.ndarray]:
-    x, w, bias, multiplier, shift = args[:5]
-    ratio = args[5] if len(args) > 5 else None
+    x, w, bias, multiplier, shift, ratio = _weight_operands(args)
     a = call.attrs
     n, c, h, wd = x.shape
     _, og, kh, kw = w.shape
@@ -120,8 +125,7 @@ def conv_transpose2d(call: KernelCall, args: list[Any]) -> list[np.ndarray]:
 
 
 def fully_connected(call: KernelCall, args: list[Any]) -> list[np.ndarray]:
-    x, w, bias, multiplier, shift = args[:5]
-    ratio = args[5] if len(args) > 5 else None
+    x, w, bias, multiplier, shift, ratio = _weight_operands(args)
     a = call.attrs
     cols = (x.astype(np.float64) - a["input_zero_point"]).reshape(-1, x.shape[-1])
     acc = _grouped_products(cols, w.astype(np.float64), ratio, a.get("group_size"), a.get("acc_frac_bits", 0))

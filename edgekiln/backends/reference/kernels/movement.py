@@ -1,4 +1,4 @@
-"""QConcat, QResizeNearest, QPad (the other int8 data movement ops are ONNX ops; see float_ops)."""
+"""QConcat, QResizeNearest, QResizeBilinear, QPad (the other int8 data movement ops are ONNX ops; see float_ops)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,18 @@ def concat(call: KernelCall, args: list[Any]) -> list[np.ndarray]:
 def resize_nearest(call: KernelCall, args: list[Any]) -> list[np.ndarray]:
     x, index_h, index_w = args
     return [x[:, :, index_h][:, :, :, index_w]]
+
+
+def resize_bilinear(call: KernelCall, args: list[Any]) -> list[np.ndarray]:
+    """integer_kernels.py QResizeBilinear: four 10-bit-weighted taps, round half away from zero."""
+    x, taps_h, taps_w = args
+    x = x.astype(np.int64)
+    th, tw = np.asarray(taps_h, np.int64), np.asarray(taps_w, np.int64)
+    fh, fw = th[:, 2][:, None], tw[:, 2][None, :]
+    rows0, rows1 = x[:, :, th[:, 0]], x[:, :, th[:, 1]]
+    acc = ((rows0[..., tw[:, 0]] * (1024 - fw) + rows0[..., tw[:, 1]] * fw) * (1024 - fh)
+           + (rows1[..., tw[:, 0]] * (1024 - fw) + rows1[..., tw[:, 1]] * fw) * fh)
+    return [(np.sign(acc) * ((np.abs(acc) + (1 << 19)) >> 20)).astype(np.int8)]
 
 
 def pad(call: KernelCall, args: list[Any]) -> list[np.ndarray]:

@@ -5,7 +5,9 @@
  * space (the ID registers trap or are virtualised).  Other aarch64 OSes: NEON only, which every
  * armv8-a CPU has.  32-bit arm Linux: HWCAP_NEON from the same hwcaps.  x86_64: cpuid for
  * AVX2/FMA, plus xgetbv to check that the OS saves the ymm registers (XCR0 bits 1 and 2),
- * without which AVX code faults.
+ * without which AVX code faults; AVX-VNNI (leaf 7 subleaf 1, eax bit 4) needs the same state,
+ * AVX-512 VNNI (leaf 7: F ebx 16, BW ebx 30, VL ebx 31, VNNI ecx 11) also the opmask and zmm
+ * state (XCR0 bits 5, 6, 7), which an OS or hypervisor may leave off even on a CPU that has it.
  */
 #if defined(__linux__) && !defined(_GNU_SOURCE)
 #define _GNU_SOURCE /* getauxval is not in C99's namespace */
@@ -57,7 +59,7 @@ unsigned ek_cpu_features(void) { return (getauxval(AT_HWCAP) & HWCAP_NEON) ? EK_
 #elif defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
 
-unsigned ek_cpu_features(void) {
+static unsigned detect(void) {
     unsigned eax, ebx, ecx, edx;
     if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return 0;
     const int osxsave = (ecx >> 27) & 1, avx = (ecx >> 28) & 1, fma = (ecx >> 12) & 1;
@@ -68,8 +70,26 @@ unsigned ek_cpu_features(void) {
     (void)xcr0_hi;
     if ((xcr0_lo & 0x6) != 0x6) return 0; /* OS does not save xmm + ymm state */
     unsigned f = fma ? EK_CPU_FMA : 0;
-    if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) && ((ebx >> 5) & 1)) f |= EK_CPU_AVX2;
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return f;
+    if ((ebx >> 5) & 1) f |= EK_CPU_AVX2;
+    const unsigned avx512_bits = (1u << 16) | (1u << 30) | (1u << 31); /* F, BW, VL */
+    if ((ebx & avx512_bits) == avx512_bits && ((ecx >> 11) & 1) && (xcr0_lo & 0xE6) == 0xE6)
+        f |= EK_CPU_AVX512VNNI;
+    const unsigned max_subleaf = eax;
+    if (max_subleaf >= 1 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && ((eax >> 4) & 1)) f |= EK_CPU_AVXVNNI;
     return f;
+}
+
+/* Computed once: kernels ask per call, and under a hypervisor every cpuid is a VM exit (about a
+ * microsecond).  Two threads racing here store the same value. */
+unsigned ek_cpu_features(void) {
+    static unsigned cached; /* the bits + 1; 0 = not yet detected */
+    unsigned f = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (!f) {
+        f = detect() + 1;
+        __atomic_store_n(&cached, f, __ATOMIC_RELAXED);
+    }
+    return f - 1;
 }
 
 #else

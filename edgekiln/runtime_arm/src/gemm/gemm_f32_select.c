@@ -15,7 +15,7 @@ ek_sgemm_fn ek_select_sgemm(unsigned features, const char *isa) {
     if (strcmp(name, "c") != 0) return ek_sgemm_neon;
 #endif
 #if defined(__x86_64__)
-    if (strcmp(name, "avx2") == 0 && (features & EK_CPU_FMA)) return ek_sgemm_avx2;
+    if (ek_isa_implies_avx2(name) && (features & EK_CPU_FMA)) return ek_sgemm_avx2; /* avx2 or a VNNI name */
 #endif
     return ek_sgemm_ref;
 }

@@ -39,6 +39,8 @@ ek_gemm_lowbit_fn ek_select_gemm_lowbit(int bits, unsigned features, const char 
         if (chosen_name) *chosen_name = name;
         return 0;
     }
+    /* the x86 VNNI names have no low-bit kernel of their own: they imply AVX2 */
+    if (ek_isa_implies_avx2(name)) name = "avx2";
     for (unsigned i = 0; i < N_CHOICES; i++)
         if (strcmp(choices[i].name, name) == 0) {
             if (chosen_name) *chosen_name = name;

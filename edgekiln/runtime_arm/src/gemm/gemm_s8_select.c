@@ -3,8 +3,11 @@
  * `--isa` style overrides); compile with baseline flags.
  *
  * Preference, fastest first: i8mm (32 MACs per smmla), dotprod (16 per sdot), neon (4 per
- * smull/sadalp), then avx2 on x86_64, then the portable C kernel.  The i8mm kernel also
- * runs sdot on an odd last row, so it needs both bits (every i8mm CPU shipped has dotprod).
+ * smull/sadalp), then on x86_64 avx512vnni (64 MACs per vpdpbusd on zmm), avxvnni (32 per
+ * vpdpbusd on ymm), avx2 (16 per vpmaddwd + add), then the portable C kernel.  The i8mm kernel
+ * also runs sdot on an odd last row, so it needs both bits (every i8mm CPU shipped has dotprod);
+ * the VNNI kernels need the AVX2 bit too, because their ISA names also pick the AVX2 code of the
+ * other kernel families (ek_isa_implies_avx2).
  */
 #include <string.h>
 
@@ -33,8 +36,13 @@ static const gemm_choice choices[] = {
     {"neon", 0, 0, "neon refused: not built (aarch64 only)"}, /* or armv7 built with NEON */
 #endif
 #if defined(__x86_64__)
+    {"avx512vnni", ek_gemm_s8_vnni512, EK_CPU_AVX512VNNI | EK_CPU_AVX2,
+     "avx512vnni refused: the CPU or OS lacks AVX-512 F/BW/VL/VNNI (or zmm state)"},
+    {"avxvnni", ek_gemm_s8_avxvnni, EK_CPU_AVXVNNI | EK_CPU_AVX2, "avxvnni refused: the CPU or OS lacks AVX-VNNI"},
     {"avx2", ek_gemm_s8_avx2, EK_CPU_AVX2, "avx2 refused: the CPU or OS lacks AVX2"},
 #else
+    {"avx512vnni", 0, 0, "avx512vnni refused: not built (x86_64 only)"},
+    {"avxvnni", 0, 0, "avxvnni refused: not built (x86_64 only)"},
     {"avx2", 0, 0, "avx2 refused: not built (x86_64 only)"},
 #endif
     {"c", ek_gemm_s8_ref, 0, ""},
@@ -43,7 +51,7 @@ static const gemm_choice choices[] = {
 #define N_CHOICES (sizeof choices / sizeof choices[0])
 
 ek_gemm_s8_fn ek_select_gemm_s8(unsigned features, const char *force_isa, const char **chosen_name) {
-    const char *why = "unknown ISA (expected auto, c, neon, dotprod, i8mm or avx2)";
+    const char *why = "unknown ISA (expected auto, c, neon, dotprod, i8mm, avx2, avxvnni or avx512vnni)";
     ek_gemm_s8_fn fn = 0;
     const int automatic = force_isa == 0 || strcmp(force_isa, "auto") == 0;
     for (unsigned i = 0; i < N_CHOICES; i++) {

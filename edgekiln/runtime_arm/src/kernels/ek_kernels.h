@@ -89,5 +89,8 @@ int ek_prepare_argmax(ek_model *m, ek_call *c, ek_err *e);
 int ek_run_argmax(ek_model *m, const ek_call *c, ek_err *e);
 int ek_prepare_resize(ek_model *m, ek_call *c, ek_err *e);
 int ek_run_resize(ek_model *m, const ek_call *c, ek_err *e);
+/* qresize_bilinear.c */
+int ek_prepare_qresize_bilinear(ek_model *m, ek_call *c, ek_err *e);
+int ek_run_qresize_bilinear(ek_model *m, const ek_call *c, ek_err *e);
 
 #endif

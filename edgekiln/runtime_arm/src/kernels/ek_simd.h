@@ -55,7 +55,16 @@ typedef struct {
      * c < n over the window's ntaps in-bounds taps (|bias| + ntaps·255·128 < 2^31). */
     void (*depthwise_channels)(const int8_t *const *src, const int16_t *const *w, int ntaps, int64_t n, int32_t zp,
                                const int32_t *bias, int32_t *acc);
+    /* y[i] = table[x[i] + 128] (256 entries) for i < n; returns how many leading elements it
+     * wrote (a multiple of its width), the caller finishes the rest. */
+    int64_t (*lookup)(const int8_t *x, int64_t n, const int8_t *table, int8_t *y);
+    /* y[i] = clamp(rintf(x[i] / scale) + zp, -128, 127), NaN -> 0; returns as lookup does. */
+    int64_t (*quantize)(const float *x, int64_t n, float scale, int32_t zp, int8_t *y);
 } ek_simd_kernels;
+
+/* y[i] = table[x[i] + 128] for i < n with the model's ISA (qelementwise.c): QLookupTable, and
+ * every int8 -> int8 requantization tabulated at load (QRequantize, QConcat's inputs). */
+void ek_lookup_i8(struct ek_model *m, const int8_t *x, int64_t n, const int8_t *table, int8_t *y);
 
 /* The table for the model's current ISA, or NULL for the portable loops. */
 const ek_simd_kernels *ek_simd_for(const struct ek_model *m);
@@ -75,7 +84,9 @@ const ek_simd_kernels *ek_simd_for(const struct ek_model *m);
                                       int8_t *y);                                                               \
     void ek_deinterleave2_##isa(const int8_t *src, int64_t n, int8_t *even, int8_t *odd);                    \
     void ek_depthwise_channels_##isa(const int8_t *const *src, const int16_t *const *w, int ntaps, int64_t n,  \
-                                     int32_t zp, const int32_t *bias, int32_t *acc);
+                                     int32_t zp, const int32_t *bias, int32_t *acc);                           \
+    int64_t ek_lookup_##isa(const int8_t *x, int64_t n, const int8_t *table, int8_t *y);                      \
+    int64_t ek_quantize_##isa(const float *x, int64_t n, float scale, int32_t zp, int8_t *y);
 #if defined(__x86_64__)
 EK_SIMD_DECLARE(avx2)
 #endif

@@ -19,6 +19,8 @@ typedef struct {
     int rank;
     int64_t odims[EK_MAX_RANK], istr[EK_MAX_RANK], toff[EK_MAX_RANK];
     uint64_t fill; /* the fill value in the output dtype's bytes */
+    int inner_run; /* the innermost table is t0, t0 + 1, ... (no fill): an output row is one memcpy */
+    int inner_all; /* the innermost table has no −1: no fill test per element */
 } index_map_params;
 
 static int view(const ek_call *c, int key, const ek_tensor *t, int64_t *dims, int *rank, ek_err *e) {
@@ -68,6 +70,15 @@ int ek_prepare_index_map(ek_model *m, ek_call *c, ek_err *e) {
             int32_t v = t[p->toff[d] + i];
             if (v < -1 || v >= idims[d]) return ek_bad(e, c, "axis %d index %d outside [-1, %lld)", d, v, (long long)idims[d]);
         }
+    if (orank > 0) {
+        const int32_t *last = t + p->toff[orank - 1];
+        p->inner_run = p->inner_all = 1;
+        for (int64_t i = 0; i < p->odims[orank - 1]; i++) {
+            if (last[i] < 0) p->inner_all = 0;
+            if (last[i] != last[0] + i || p->istr[orank - 1] != 1) p->inner_run = 0;
+        }
+        p->inner_run &= p->inner_all;
+    }
     double fill;
     if ((rc = ek_attr_float(c, EK_ATTR_FILL, 0, 0.0, &fill, e))) return rc;
     switch (p->y->dtype) { /* the fill value in the output's own bytes */
@@ -81,21 +92,32 @@ int ek_prepare_index_map(ek_model *m, ek_call *c, ek_err *e) {
     return EK_STATUS_OK;
 }
 
+/* Row by row over the output.  Consecutive output rows that read the same input row (nearest
+ * upsampling repeats each row) are one memcpy of the row before; a contiguous run is one
+ * memcpy; a table without fill entries skips the per-element test. */
 #define INDEX_MAP_LOOP(T)                                                                      \
     do {                                                                                       \
         const T *src = (const T *)xs;                                                          \
         T *dst = (T *)ys;                                                                      \
         T fill;                                                                                \
         memcpy(&fill, &p->fill, sizeof fill);                                                  \
+        int64_t prev = -2; /* base of the row just written; -2: none yet */                    \
         for (;;) {                                                                             \
-            if (base < 0) {                                                                    \
+            if (base == prev && base >= 0) {                                                   \
+                memcpy(dst, dst - n, (size_t)n * sizeof(T));                                   \
+            } else if (base < 0) {                                                             \
                 for (int64_t i = 0; i < n; i++) dst[i] = fill;                                 \
+            } else if (p->inner_run) {                                                         \
+                memcpy(dst, src + base + last[0], (size_t)n * sizeof(T));                      \
+            } else if (p->inner_all) {                                                         \
+                for (int64_t i = 0; i < n; i++) dst[i] = src[base + (int64_t)last[i] * step];  \
             } else {                                                                           \
                 for (int64_t i = 0; i < n; i++) {                                              \
                     int32_t k = last[i];                                                       \
                     dst[i] = k < 0 ? fill : src[base + k * step];                              \
                 }                                                                              \
             }                                                                                  \
+            prev = base;                                                                       \
             dst += n;                                                                          \
             int d = inner - 1;                                                                 \
             for (; d >= 0; d--)                                                                \

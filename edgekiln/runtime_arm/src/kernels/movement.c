@@ -2,13 +2,14 @@
  * Data movement on any dtype: Copy (Reshape, Flatten, Squeeze, Unsqueeze, Identity: the data
  * of a C-ordered tensor does not change, only its arena slot), Transpose (also DepthToSpace
  * and SpaceToDepth, as a transpose of a 6-D view), Concat, QConcat (with per-input
- * requantization) and Cast.
+ * requantization: an int8 -> int8 function, tabulated at load and run as a lookup) and Cast.
  */
 #include <math.h>
 #include <string.h>
 
 #include "../ek_internal.h"
 #include "ek_requant.h"
+#include "ek_simd.h"
 
 typedef struct {
     const ek_tensor *x, *y;
@@ -130,12 +131,13 @@ typedef struct {
     int64_t outer, axis;
     int quantized;
     int32_t zy, zps[256], flags[256], mults[256], shifts[256];
+    int8_t luts[][256]; /* QConcat: input i's requantization for every int8 value (x + 128) */
 } concat_params;
 
 static int prepare_concat(ek_model *m, ek_call *c, ek_err *e, int quantized) {
     int rc = ek_check_arity(c, 1, 255, 1, e);
     if (rc) return rc;
-    concat_params *p = calloc(1, sizeof *p);
+    concat_params *p = calloc(1, sizeof *p + (quantized ? (size_t)c->n_in * 256 : 0));
     if (!p) return ek_fail(e, EK_STATUS_NOMEM, "out of memory");
     c->params = p;
     p->quantized = quantized;
@@ -167,6 +169,9 @@ static int prepare_concat(ek_model *m, ek_call *c, ek_err *e, int quantized) {
             if ((rc = ek_attr_ints(c, lists[l].key, c->n_in, lists[l].lo, lists[l].hi, v, e))) return rc;
             for (int i = 0; i < c->n_in; i++) lists[l].dst[i] = (int32_t)v[i];
         }
+        for (int i = 0; i < c->n_in; i++)
+            for (int v8 = -128; v8 < 128 && p->flags[i]; v8++)
+                p->luts[i][v8 + 128] = ek_requantize((int64_t)v8 - p->zps[i], p->mults[i], p->shifts[i], p->zy, -128, 127);
     }
     return EK_STATUS_OK;
 }
@@ -190,9 +195,7 @@ int ek_run_concat(ek_model *m, const ek_call *c, ek_err *e) {
                 memcpy(dst, s, part);
                 continue;
             }
-            for (size_t k = 0; k < part; k++)
-                ((int8_t *)dst)[k] = ek_requantize((int64_t)((const int8_t *)s)[k] - p->zps[i], p->mults[i], p->shifts[i],
-                                                   p->zy, -128, 127);
+            ek_lookup_i8(m, (const int8_t *)s, (int64_t)part, p->luts[i], (int8_t *)dst);
         }
         at += part;
     }

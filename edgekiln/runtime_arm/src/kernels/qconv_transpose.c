@@ -14,6 +14,16 @@
  * stride, and only kh·kw·H·W scattered additions instead of C times as many.
  * Bound: |T_t| <= Cg · 255 · 128 and an output sums at most kh·kw of them plus the bias, so
  * Cg·kh·kw·32640 + |bias| < 2^31 keeps every sum an exact int32.
+ *
+ * When the kernel tiles the output exactly (stride = kernel, no dilation, no output padding:
+ * the usual 2x2 stride-2 upsampling), every output has exactly one (input pixel, tap) source;
+ * given Og·kh·kw >= 16 GEMM columns (fewer do better with the tap planes, which run along the
+ * pixels), the whole call is then one int8 GEMM per block of input pixels (m->gemm_s8):
+ *
+ *   C[p, (o, t)] = Σ_c x[c, p] · w[c, o, t],    y[o, p·s + t] = requant(C[p, (o, t)] + bias[o] − zx·Σ_c w[c, o, t])
+ *
+ * with the weights transposed to [(o, t)][c] and the per-column constants folded at load.  A
+ * task is one block of input pixels; blocks write disjoint outputs.
  */
 #include <string.h>
 
@@ -25,16 +35,75 @@ typedef struct {
     const ek_tensor *x, *w, *bias, *mult, *shift, *ratio, *y;
     int64_t N, C, H, W, O, Og, Cg, G, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, frac;
     int32_t zx, zy, lo, hi;
+    /* the GEMM path (module docstring); pb = 0: not taken */
+    int64_t pb, pblocks, nk; /* input pixels per task, tasks per image and group, Og·kh·kw */
+    int8_t *wt;              /* [G][nk][Cg] transposed weights */
+    int32_t *add, *mt, *st;  /* per GEMM column (g, o, t): bias − zx·Σ_c w, multiplier, shift */
 } qconvt_params;
 
 typedef struct {
     const qconvt_params *p;
     const ek_simd_kernels *simd; /* NULL: portable loops */
+    ek_gemm_s8_fn gemm;
     const int8_t *x;
     const uint8_t *w;
     const int32_t *bias, *mult, *shift, *ratio;
     int8_t *y;
 } qconvt_run;
+
+/* Sets up the GEMM path when the kernel tiles the output exactly, the weights, bias, multipliers
+ * and shifts are plain constants, there are no channel ratios, every folded column constant and
+ * every final sum fits int32, and a block of at least 8 pixels fits the scratch the call already
+ * reserves (the blob writer mirrors that size, so this path must not grow it).  The transposed
+ * weights and column constants live at the end of the params block (freed with it), which is
+ * why this may move the params: it returns them. */
+static qconvt_params *plan_gemm(ek_call *c, qconvt_params *p, const int64_t *op) {
+    const int64_t kk = p->kh * p->kw, nk = p->Og * kk;
+    const int32_t *bias = (const int32_t *)p->bias->cdata, *mult = (const int32_t *)p->mult->cdata,
+                  *shift = (const int32_t *)p->shift->cdata;
+    if (p->ratio || p->frac || p->w->packing != EK_PACK_NONE || !p->w->cdata || !bias || !mult || !shift || p->dh != 1 ||
+        p->dw != 1 || p->sh != p->kh || p->sw != p->kw || op[0] || op[1] || p->Ho + p->pt > p->sh * p->H ||
+        p->Wo + p->pl > p->sw * p->W)
+        return p;
+    /* a GEMM with a handful of columns (one output channel of a 2x2 kernel: 4) does worse than
+     * the tap planes, which run along the pixels */
+    if (nk < 16) return p;
+    const size_t per_pixel = (size_t)p->Cg + (size_t)nk * 4 + 1; /* A row, int32 C column, one result byte */
+    int64_t pb = (int64_t)((c->scratch - 192) / per_pixel);
+    if (pb > 256) pb = 256;
+    if (pb < 8) return p;
+    for (int64_t o = 0; o < p->O; o++)
+        if (p->Cg * 32640 + (bias[o] < 0 ? -(int64_t)bias[o] : bias[o]) >= ((int64_t)1 << 31)) return p;
+    const size_t cols = (size_t)(p->G * nk), head = ek_align64(sizeof *p);
+    qconvt_params *q = realloc(p, head + cols * 12 + cols * (size_t)p->Cg);
+    if (!q) return p; /* the tap-plane path needs no memory */
+    c->params = q;
+    q->add = (int32_t *)((uint8_t *)q + head);
+    q->mt = q->add + cols;
+    q->st = q->mt + cols;
+    q->wt = (int8_t *)(q->st + cols);
+    const int8_t *w = (const int8_t *)q->w->cdata;
+    for (int64_t g = 0; g < q->G; g++)
+        for (int64_t oo = 0; oo < q->Og; oo++)
+            for (int64_t t = 0; t < kk; t++) {
+                const int64_t col = g * nk + oo * kk + t, o = g * q->Og + oo;
+                int64_t sum = 0;
+                for (int64_t ci = 0; ci < q->Cg; ci++) {
+                    const int8_t v = w[((g * q->Cg + ci) * q->Og + oo) * kk + t];
+                    q->wt[col * q->Cg + ci] = v;
+                    sum += v;
+                }
+                const int64_t folded = (int64_t)bias[o] - (int64_t)q->zx * sum;
+                if (folded < INT32_MIN || folded > INT32_MAX) return q; /* pb stays 0: tap planes */
+                q->add[col] = (int32_t)folded;
+                q->mt[col] = mult[o];
+                q->st[col] = shift[o];
+            }
+    q->nk = nk;
+    q->pb = pb;
+    q->pblocks = (q->H * q->W + pb - 1) / pb;
+    return q;
+}
 
 int ek_prepare_qconv_transpose2d(ek_model *m, ek_call *c, ek_err *e) {
     int rc = ek_check_arity(c, 5, 6, 1, e);
@@ -90,6 +159,7 @@ int ek_prepare_qconv_transpose2d(ek_model *m, ek_call *c, ek_err *e) {
     }
     c->scratch = ek_align64((size_t)(p->Ho * p->Wo) * 8) + ek_align64((size_t)(p->kh * p->kw)) +
                  ek_align64((size_t)(p->kh * p->kw * p->H * p->W) * 4);
+    plan_gemm(c, p, op);
     return EK_STATUS_OK;
 }
 
@@ -177,12 +247,61 @@ static void task(void *ctx, int64_t t, uint8_t *scratch) {
     }
 }
 
+/* The GEMM path (module docstring): one block of input pixels of one image and group.  The
+ * GEMM puts the (o, t) columns in rows, C'[(o, t)][p], so each (o, t) is one contiguous run of
+ * pixels: requantized in one vector pass, then stored along its output row with stride sw. */
+static void gemm_task(void *ctx, int64_t t, uint8_t *scratch) {
+    const qconvt_run *r = ctx;
+    const qconvt_params *p = r->p;
+    const int64_t blk = t % p->pblocks, g = (t / p->pblocks) % p->G, n = t / p->pblocks / p->G;
+    const int64_t hw = p->H * p->W, p0 = blk * p->pb, rows = hw - p0 < p->pb ? hw - p0 : p->pb;
+    const int64_t nk = p->nk, kk = p->kh * p->kw;
+    int8_t *a = (int8_t *)scratch;                                            /* [rows][Cg] */
+    int32_t *acc = (int32_t *)(scratch + ek_align64((size_t)(p->pb * p->Cg))); /* [nk][rows] */
+    int8_t *q = (int8_t *)acc + ek_align64((size_t)(p->pb * nk) * 4);          /* [rows] */
+    for (int64_t ci = 0; ci < p->Cg; ci++) { /* NCHW -> pixel-major rows */
+        const int8_t *x = r->x + (n * p->C + g * p->Cg + ci) * hw + p0;
+        for (int64_t i = 0; i < rows; i++) a[i * p->Cg + ci] = x[i];
+    }
+    r->gemm((int)nk, (int)rows, (int)p->Cg, p->wt + g * nk * p->Cg, (int)p->Cg, a, (int)p->Cg, acc, (int)rows);
+    for (int64_t col = 0; col < nk; col++) {
+        const int64_t oo = col / kk, ky = col % kk / p->kw, kx = col % p->kw, gc = g * nk + col;
+        const int32_t *src = acc + col * rows;
+        const ek_rq rq = {p->mt[gc], 31 + p->st[gc], p->zy, p->lo, p->hi};
+        if (r->simd) {
+            r->simd->requantize_column(src, 1, rows, p->add[gc], &rq, q);
+        } else {
+            for (int64_t i = 0; i < rows; i++)
+                q[i] = ek_requantize((int64_t)src[i] + p->add[gc], p->mt[gc], p->st[gc], p->zy, p->lo, p->hi);
+        }
+        /* input pixel (ih, iw) -> output (ih·sh − pt + ky, iw·sw − pl + kx), one input row at a time */
+        int8_t *plane = r->y + (n * p->O + g * p->Og + oo) * p->Ho * p->Wo;
+        const int64_t ox0 = kx - p->pl; /* output column of input column 0 */
+        const int64_t jlo = ox0 < 0 ? (-ox0 + p->sw - 1) / p->sw : 0;
+        int64_t jhi = p->Wo - ox0 > 0 ? (p->Wo - ox0 + p->sw - 1) / p->sw : 0;
+        if (jhi > p->W) jhi = p->W;
+        for (int64_t i = 0; i < rows;) {
+            const int64_t ih = (p0 + i) / p->W, iw0 = (p0 + i) % p->W;
+            const int64_t run = p->W - iw0 < rows - i ? p->W - iw0 : rows - i; /* pixels left in this input row */
+            const int64_t oy = ih * p->sh - p->pt + ky;
+            if (oy >= 0 && oy < p->Ho) {
+                int8_t *dst = plane + oy * p->Wo;
+                const int8_t *v = q + i; /* v[j − iw0]: the value of input column j */
+                const int64_t lo = jlo > iw0 ? jlo : iw0, hi = jhi < iw0 + run ? jhi : iw0 + run;
+                for (int64_t j = lo; j < hi; j++) dst[ox0 + j * p->sw] = v[j - iw0];
+            }
+            i += run;
+        }
+    }
+}
+
 int ek_run_qconv_transpose2d(ek_model *m, const ek_call *c, ek_err *e) {
     (void)e;
     const qconvt_params *p = c->params;
     if (p->y->count == 0) return EK_STATUS_OK;
-    qconvt_run r = {p, ek_simd_for(m), ek_data(m, p->x), ek_data(m, p->w), ek_data(m, p->bias), ek_data(m, p->mult),
-                    ek_data(m, p->shift), p->ratio ? ek_data(m, p->ratio) : NULL, ek_data(m, p->y)};
-    ek_parallel(m, p->N * p->O, task, &r);
+    qconvt_run r = {p, ek_simd_for(m), m->gemm_s8, ek_data(m, p->x), ek_data(m, p->w), ek_data(m, p->bias),
+                    ek_data(m, p->mult), ek_data(m, p->shift), p->ratio ? ek_data(m, p->ratio) : NULL, ek_data(m, p->y)};
+    if (p->pb) ek_parallel(m, p->N * p->G * p->pblocks, gemm_task, &r);
+    else ek_parallel(m, p->N * p->O, task, &r);
     return EK_STATUS_OK;
 }

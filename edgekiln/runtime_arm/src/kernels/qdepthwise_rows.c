@@ -14,8 +14,13 @@
  * deinterleave2).  Rows above or below the input are all zx.  A prepared row is
  * reused by the next output rows while it stays in the window (ring slot = row mod span).
  *
+ * Window rows above or below the image hold only zx, and zx · w − zx · w = 0: an output row
+ * whose window sticks out skips them and folds the bias over the remaining taps (a 5x5 window on
+ * a 3-row map reads 3 of its 5 rows).
+ *
  * Bound: |x · w| <= 2^14, so the row kernels' int32 sums are exact when
- * |bias'| + taps · 2^14 < 2^31; otherwise this plane is left to the portable loop.
+ * |bias'| + taps · 2^14 < 2^31; otherwise this plane is left to the portable loop.  Skipping
+ * rows needs |bias| + |zx| · Σ|w| + taps · 2^14 < 2^31 (every partial fold is then int32).
  */
 #include <string.h>
 
@@ -52,13 +57,20 @@ static void prepare_row2(const ek_dw_rows_plan *p, const ek_simd_kernels *k, con
     else k->deinterleave2(src, n, ph1 + (p->pl - 1) / 2, ph0 + (p->pl + 1) / 2);
 }
 
-/* Input row iy (any integer) as sw zx-padded phases at dst. */
+/* Input row iy (any integer) as sw zx-padded phases at dst.  `padded`: dst already holds an
+ * inside row of this plane (stride 1), so its zx borders are in place and only the row's bytes
+ * are copied. */
 static void prepare_row(const ek_dw_rows_plan *p, const ek_simd_kernels *k, const int8_t *plane, int64_t iy, int8_t zx,
-                        int8_t *dst) {
+                        int8_t *dst, int padded) {
     const int inside = iy >= 0 && iy < p->H;
     const int8_t *src = plane + (inside ? iy : 0) * p->W;
     if (p->sw == 2 && inside) {
         prepare_row2(p, k, src, zx, dst);
+        return;
+    }
+    if (p->sw == 1 && inside && padded) {
+        int64_t lo = p->pl < p->phase_len ? p->pl : p->phase_len, hi = p->W + p->pl < p->phase_len ? p->W + p->pl : p->phase_len;
+        if (hi > lo) memcpy(dst + lo, src + lo - p->pl, (size_t)(hi - lo));
         return;
     }
     for (int64_t r = 0; r < p->sw; r++) {
@@ -89,11 +101,15 @@ static inline int64_t wrap(int64_t v, int64_t span) {
 int ek_dw_rows_plane(const ek_dw_rows_plan *p, const ek_simd_kernels *k, const int8_t *plane, const int8_t *w,
                      int32_t zx, int64_t bias, const ek_rq *rq, int8_t *out, uint8_t *scratch) {
     const int64_t ntaps = p->kh * p->kw;
-    int64_t wsum = 0;
-    for (int64_t t = 0; t < ntaps; t++) wsum += w[t];
+    int64_t wsum = 0, wabs = 0;
+    for (int64_t t = 0; t < ntaps; t++) wsum += w[t], wabs += w[t] < 0 ? -w[t] : w[t];
     const int64_t folded = bias - (int64_t)zx * wsum;
     const int64_t reach = (folded < 0 ? -folded : folded) + ntaps * (1 << 14);
     if (reach >= ((int64_t)1 << 31)) return 0;
+    /* Window rows above or below the image are all zx and add w·zx − zx·w = 0: they are skipped,
+     * with the bias folded over the taps that remain, when every such partial sum is surely int32. */
+    const int skip_outside = (bias < 0 ? -bias : bias) + (zx < 0 ? -(int64_t)zx : zx) * wabs + ntaps * (1 << 14) <
+                             ((int64_t)1 << 31);
 
     const int8_t **taps = (const int8_t **)scratch;
     int16_t *w16 = (int16_t *)(scratch + p->off_w16);
@@ -107,19 +123,32 @@ int ek_dw_rows_plane(const ek_dw_rows_plan *p, const ek_simd_kernels *k, const i
     /* slot of the window's first row, iy0 mod span, kept up to date without divisions */
     int64_t slot0 = ((-p->pt) % p->span + p->span) % p->span;
     for (int64_t oy = 0; oy < p->Ho; oy++) {
-        int64_t slot = slot0;
-        for (int64_t ky = 0; ky < p->kh; ky++) {
-            const int64_t iy = oy * p->sh - p->pt + ky * p->dh;
+        /* window rows inside the image: ky in [first, last] (all of them when not skipping) */
+        const int64_t iy0 = oy * p->sh - p->pt, iy_end = iy0 + (p->kh - 1) * p->dh;
+        int64_t first = 0, last = p->kh - 1;
+        if (skip_outside && iy0 < 0) first = (-iy0 + p->dh - 1) / p->dh;
+        if (skip_outside && iy_end >= p->H) last = p->H - 1 - iy0 < 0 ? -1 : (p->H - 1 - iy0) / p->dh;
+        int64_t slot = first < p->kh ? wrap(slot0 + first * p->dh, p->span) : slot0;
+        for (int64_t ky = first; ky <= last; ky++) {
+            const int64_t iy = iy0 + ky * p->dh;
             int8_t *row = rows + slot * p->row_bytes;
             if (tags[slot] != iy) {
-                prepare_row(p, k, plane, iy, (int8_t)zx, row);
+                /* a slot that held an inside row has its zx borders already (stride 1) */
+                prepare_row(p, k, plane, iy, (int8_t)zx, row, tags[slot] >= 0 && tags[slot] < p->H);
                 tags[slot] = iy;
             }
             for (int64_t kx = 0; kx < p->kw; kx++) taps[ky * p->kw + kx] = row + cols[kx];
             slot = wrap(slot + p->dh, p->span);
         }
         slot0 = wrap(slot0 + p->sh, p->span);
-        k->depthwise_row(taps, w16, (int)ntaps, p->Wo, (int32_t)folded, rq, out + oy * p->Wo);
+        if (first == 0 && last == p->kh - 1) {
+            k->depthwise_row(taps, w16, (int)ntaps, p->Wo, (int32_t)folded, rq, out + oy * p->Wo);
+            continue;
+        }
+        /* the inside rows are one run of ky (iy grows with ky): a contiguous slice of taps and weights */
+        int64_t in_sum = 0, t0 = first * p->kw, nt = last >= first ? (last - first + 1) * p->kw : 0;
+        for (int64_t t = t0; t < t0 + nt; t++) in_sum += w[t];
+        k->depthwise_row(taps + t0, w16 + t0, (int)nt, p->Wo, (int32_t)(bias - (int64_t)zx * in_sum), rq, out + oy * p->Wo);
     }
     return 1;
 }

@@ -2,6 +2,11 @@
  * Elementwise integer kernels (compiler/integer_kernels.py): QAdd (TFLite's scheme: both
  * inputs rescaled to a common 2^-left_shift grid, then requantized), QMul, QRequantize,
  * QLookupTable, and the float boundaries Quantize, Dequantize and DequantizeWeight.
+ *
+ * Any int8 -> int8 function is tabulated at load and run as a 256-entry lookup (ek_lookup_i8):
+ * QRequantize, and QAdd / QMul whose other operand is a constant scalar.  Big calls are split
+ * over the thread pool (ek_parallel_range); each element is computed alone, so the split never
+ * changes a result.
  */
 #include <math.h>
 #include <string.h>
@@ -18,7 +23,13 @@ typedef struct {
     int mul;
     int simd_ok;         /* QAdd: every intermediate of the SIMD path fits int32 (see below) */
     ek_qadd_consts add;  /* QAdd's constants for the SIMD path */
+    const ek_tensor *x;  /* one operand a constant scalar: y = lut[x + 128] over the other one */
+    int8_t lut[256];
 } qbinary_params;
+
+/* Elements per thread below which an elementwise call is not split (a split costs ~1 us, or a
+ * wake-up of ~10 us when the workers sleep; 16 K int8 elements take ~5-10 us). */
+#define EK_ELEMENTWISE_CHUNK 16384
 
 typedef struct {
     const qbinary_params *p;
@@ -32,6 +43,30 @@ static int get_i32(const ek_call *c, int key, int required, int64_t def, int64_t
     int rc = ek_attr_int(c, key, required, def, lo, hi, &v, e);
     *out = (int32_t)v;
     return rc;
+}
+
+static int8_t qadd_one(const qbinary_params *p, int64_t a, int64_t b) {
+    const int64_t left = (int64_t)1 << p->left;
+    int64_t va = ek_rescale((a - p->za) * left, p->ma, p->sa), vb = ek_rescale((b - p->zb) * left, p->mb, p->sb);
+    return ek_requantize(p->subtract ? va - vb : va + vb, p->m, p->s, p->zy, p->lo, p->hi);
+}
+
+static int8_t qmul_one(const qbinary_params *p, int64_t a, int64_t b) {
+    return ek_requantize((a - p->za) * (b - p->zb), p->m, p->s, p->zy, p->lo, p->hi);
+}
+
+/* x·scale + bias with constant scalars (PP-OCR's learnable affine blocks, scalar Add/Mul) is an
+ * int8 -> int8 function of the other operand: tabulate it once, run it as a lookup. */
+static void tabulate_scalar_operand(qbinary_params *p) {
+    int scalar_b = p->b->cdata && p->b->count == 1 && p->b->packing == EK_PACK_NONE && p->a->count == p->y->count;
+    int scalar_a = !scalar_b && p->a->cdata && p->a->count == 1 && p->a->packing == EK_PACK_NONE && p->b->count == p->y->count;
+    if (!scalar_a && !scalar_b) return;
+    int64_t k = scalar_b ? ((const int8_t *)p->b->cdata)[0] : ((const int8_t *)p->a->cdata)[0];
+    p->x = scalar_b ? p->a : p->b;
+    for (int64_t v = -128; v < 128; v++) {
+        int64_t a = scalar_b ? v : k, b = scalar_b ? k : v;
+        p->lut[v + 128] = p->mul ? qmul_one(p, a, b) : qadd_one(p, a, b);
+    }
 }
 
 static int prepare_qbinary(ek_model *m, ek_call *c, ek_err *e, int mul) {
@@ -74,6 +109,7 @@ static int prepare_qbinary(ek_model *m, ek_call *c, ek_err *e, int mul) {
         p->add = (ek_qadd_consts){p->za, p->zb, p->left, p->ma, 31 + p->sa, p->mb, 31 + p->sb, p->subtract,
                                   {p->m, 31 + p->s, p->zy, p->lo, p->hi}};
     }
+    tabulate_scalar_operand(p);
     return EK_STATUS_OK;
 }
 
@@ -85,15 +121,10 @@ static void qadd_row(void *ctx, const int64_t *off, const int64_t *step, int64_t
     const qbinary_params *p = r->p;
     const int8_t *a = r->a + off[0], *b = r->b + off[1];
     int8_t *y = r->y + yoff;
-    const int64_t left = (int64_t)1 << p->left;
     int64_t i = 0;
     if (r->simd && p->simd_ok && step[0] <= 1 && step[1] <= 1)
         i = r->simd->qadd(a, (int)step[0], b, (int)step[1], n, &p->add, y);
-    for (; i < n; i++) {
-        int64_t va = ek_rescale(((int64_t)a[i * step[0]] - p->za) * left, p->ma, p->sa);
-        int64_t vb = ek_rescale(((int64_t)b[i * step[1]] - p->zb) * left, p->mb, p->sb);
-        y[i] = ek_requantize(p->subtract ? va - vb : va + vb, p->m, p->s, p->zy, p->lo, p->hi);
-    }
+    for (; i < n; i++) y[i] = qadd_one(p, a[i * step[0]], b[i * step[1]]);
 }
 
 static void qmul_row(void *ctx, const int64_t *off, const int64_t *step, int64_t yoff, int64_t n) {
@@ -106,18 +137,24 @@ static void qmul_row(void *ctx, const int64_t *off, const int64_t *step, int64_t
         const ek_rq rq = {p->m, 31 + p->s, p->zy, p->lo, p->hi};
         i = r->simd->qmul(a, (int)step[0], b, (int)step[1], n, p->za, p->zb, &rq, y);
     }
-    for (; i < n; i++) {
-        int64_t acc = ((int64_t)a[i * step[0]] - p->za) * ((int64_t)b[i * step[1]] - p->zb);
-        y[i] = ek_requantize(acc, p->m, p->s, p->zy, p->lo, p->hi);
-    }
+    for (; i < n; i++) y[i] = qmul_one(p, a[i * step[0]], b[i * step[1]]);
+}
+
+static void qbinary_range(void *ctx, int64_t begin, int64_t end) {
+    const qbinary_run *r = ctx;
+    ek_bcast_run_range(&r->p->bc, r->p->mul ? qmul_row : qadd_row, (void *)r, begin, end);
 }
 
 int ek_run_qbinary(ek_model *m, const ek_call *c, ek_err *e) {
     (void)e;
     const qbinary_params *p = c->params;
     if (p->y->count == 0) return EK_STATUS_OK;
+    if (p->x) {
+        ek_lookup_i8(m, ek_data(m, p->x), p->y->count, p->lut, ek_data(m, p->y));
+        return EK_STATUS_OK;
+    }
     qbinary_run r = {p, ek_simd_for(m), ek_data(m, p->a), ek_data(m, p->b), ek_data(m, p->y)};
-    ek_bcast_run(&p->bc, p->mul ? qmul_row : qadd_row, &r);
+    ek_parallel_range(m, ek_bcast_count(&p->bc), EK_ELEMENTWISE_CHUNK, qbinary_range, &r);
     return EK_STATUS_OK;
 }
 
@@ -126,7 +163,25 @@ typedef struct {
     const ek_tensor *x, *table, *y;
     int32_t zx, zy, m, s;
     float scale;
+    int8_t lut[256]; /* QRequantize: its value for every int8 input, indexed by x + 128 */
 } qunary_params;
+
+typedef struct {
+    const ek_simd_kernels *simd;
+    const int8_t *x, *table;
+    int8_t *y;
+} lookup_run;
+
+static void lookup_range(void *ctx, int64_t begin, int64_t end) {
+    const lookup_run *r = ctx;
+    int64_t i = begin + (r->simd ? r->simd->lookup(r->x + begin, end - begin, r->table, r->y + begin) : 0);
+    for (; i < end; i++) r->y[i] = r->table[r->x[i] + 128];
+}
+
+void ek_lookup_i8(ek_model *m, const int8_t *x, int64_t n, const int8_t *table, int8_t *y) {
+    lookup_run r = {ek_simd_for(m), x, table, y};
+    ek_parallel_range(m, n, 2 * EK_ELEMENTWISE_CHUNK, lookup_range, &r);
+}
 
 static int prepare_unary(ek_model *m, ek_call *c, ek_err *e, int in_dt, int out_dt, int n_in, qunary_params **out) {
     int rc = ek_check_arity(c, n_in, n_in, 1, e);
@@ -150,16 +205,15 @@ int ek_prepare_qrequantize(ek_model *m, ek_call *c, ek_err *e) {
         (rc = get_i32(c, EK_ATTR_MULTIPLIER, 1, 0, 0, INT32_MAX, &p->m, e)) ||
         (rc = get_i32(c, EK_ATTR_SHIFT, 1, 0, -30, 31, &p->s, e)))
         return rc;
+    /* an int8 -> int8 function: tabulated once, run as a lookup */
+    for (int v = -128; v < 128; v++) p->lut[v + 128] = ek_requantize((int64_t)v - p->zx, p->m, p->s, p->zy, -128, 127);
     return EK_STATUS_OK;
 }
 
 int ek_run_qrequantize(ek_model *m, const ek_call *c, ek_err *e) {
     (void)e;
     const qunary_params *p = c->params;
-    const int8_t *x = ek_data(m, p->x);
-    int8_t *y = ek_data(m, p->y);
-    for (int64_t i = 0; i < p->x->count; i++)
-        y[i] = ek_requantize((int64_t)x[i] - p->zx, p->m, p->s, p->zy, -128, 127);
+    ek_lookup_i8(m, ek_data(m, p->x), p->x->count, p->lut, ek_data(m, p->y));
     return EK_STATUS_OK;
 }
 
@@ -176,9 +230,7 @@ int ek_prepare_qlookup_table(ek_model *m, ek_call *c, ek_err *e) {
 int ek_run_qlookup_table(ek_model *m, const ek_call *c, ek_err *e) {
     (void)e;
     const qunary_params *p = c->params;
-    const int8_t *x = ek_data(m, p->x), *table = ek_data(m, p->table);
-    int8_t *y = ek_data(m, p->y);
-    for (int64_t i = 0; i < p->x->count; i++) y[i] = table[x[i] + 128];
+    ek_lookup_i8(m, ek_data(m, p->x), p->x->count, ek_data(m, p->table), ek_data(m, p->y));
     return EK_STATUS_OK;
 }
 
@@ -197,16 +249,30 @@ int ek_prepare_quantize(ek_model *m, ek_call *c, ek_err *e) {
     return rc ? rc : quant_attrs(c, p, e);
 }
 
+typedef struct {
+    const qunary_params *p;
+    const ek_simd_kernels *simd;
+    const float *x;
+    int8_t *y;
+} quantize_run;
+
+static void quantize_range(void *ctx, int64_t begin, int64_t end) {
+    const quantize_run *r = ctx;
+    const float *x = r->x;
+    int8_t *y = r->y;
+    int64_t i = begin + (r->simd ? r->simd->quantize(x + begin, end - begin, r->p->scale, r->p->zy, y + begin) : 0);
+    /* QuantizeLinear: float32 division, round half to even (rintf in the default mode). */
+    for (; i < end; i++) {
+        float v = rintf(x[i] / r->p->scale) + (float)r->p->zy;
+        y[i] = v != v ? (int8_t)0 : v <= -128.0f ? (int8_t)-128 : v >= 127.0f ? (int8_t)127 : (int8_t)v;
+    }
+}
+
 int ek_run_quantize(ek_model *m, const ek_call *c, ek_err *e) {
     (void)e;
     const qunary_params *p = c->params;
-    const float *x = ek_data(m, p->x);
-    int8_t *y = ek_data(m, p->y);
-    /* QuantizeLinear: float32 division, round half to even (rintf in the default mode). */
-    for (int64_t i = 0; i < p->x->count; i++) {
-        float v = rintf(x[i] / p->scale) + (float)p->zy;
-        y[i] = v != v ? (int8_t)0 : v <= -128.0f ? (int8_t)-128 : v >= 127.0f ? (int8_t)127 : (int8_t)v;
-    }
+    quantize_run r = {p, ek_simd_for(m), ek_data(m, p->x), ek_data(m, p->y)};
+    ek_parallel_range(m, p->x->count, EK_ELEMENTWISE_CHUNK, quantize_range, &r);
     return EK_STATUS_OK;
 }
 

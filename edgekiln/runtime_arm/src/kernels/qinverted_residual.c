@@ -26,6 +26,7 @@
 #include "../ek_internal.h"
 #include "ek_requant.h"
 #include "ek_simd.h"
+#include "ek_transpose.h"
 
 #define EK_IR_TILE_BYTES 32768 /* the expanded tile E */
 #define EK_IR_PIXELS 32        /* pixels per GEMM block */
@@ -174,8 +175,7 @@ static void expand_rows(const qir_run *r, int64_t n, int64_t iy_lo, int64_t iy_h
     const int64_t zx = p->zp[0];
     for (int64_t p0 = 0; p0 < npix; p0 += EK_IR_PIXELS) {
         const int64_t rows = npix - p0 < EK_IR_PIXELS ? npix - p0 : EK_IR_PIXELS;
-        for (int64_t ch = 0; ch < p->Cin; ch++)
-            for (int64_t i = 0; i < rows; i++) A[i * p->Cin + ch] = x[ch * hw + p0 + i];
+        ek_transpose_i8(x + p0, hw, p->Cin, rows, A, p->Cin); /* A[i][ch] = x[ch][p0 + i] (SIMD 16x16 blocks) */
         r->gemm((int)rows, (int)p->Ce, (int)p->Cin, A, (int)p->Cin, r->we, (int)p->Cin, c32, (int)p->Ce);
         int8_t *dst = E + p0 * p->Ce;
         if (r->simd && p->simd_expand) {

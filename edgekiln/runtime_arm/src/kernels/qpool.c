@@ -2,7 +2,8 @@
  * Integer pooling and reductions (compiler/integer_kernels.py): QAveragePool (multiplier and
  * shift indexed by the number of window positions averaged), QMaxPool (padding never wins),
  * and QReduceMean, which also runs QGlobalAveragePool (the writer gives axes 2..).
- * Zero points cancel only after subtracting them, so sums are of (x − zp).
+ * Zero points cancel only after subtracting them, so sums are of (x − zp); QReduceMean over
+ * adjacent axes sums the raw values (row sums, vectorized) and subtracts R·zp once.
  */
 #include <string.h>
 
@@ -97,26 +98,55 @@ int ek_prepare_qmax_pool(ek_model *m, ek_call *c, ek_err *e) {
     return pool_geometry(m, c, p, 1, e);
 }
 
+/* One output of a max pool with bounds checks (the padded edges). */
+static int8_t max_window(const qpool_params *p, const int8_t *in, int64_t oy, int64_t ox) {
+    int best = -32768; /* the reference pads with int16 -32768, which casts to int8 0 */
+    for (int64_t ky = 0; ky < p->kh; ky++) {
+        int64_t iy = oy * p->sh - p->pt + ky * p->dh;
+        if (iy < 0 || iy >= p->H) continue;
+        for (int64_t kx = 0; kx < p->kw; kx++) {
+            int64_t ix = ox * p->sw - p->pl + kx * p->dw;
+            if (ix >= 0 && ix < p->W && in[iy * p->W + ix] > best) best = in[iy * p->W + ix];
+        }
+    }
+    return (int8_t)(best == -32768 ? 0 : best);
+}
+
+/* Row by row: the edge columns through max_window, the interior columns (whole window inside
+ * the row) as running maxima over the window's in-bounds rows and taps, no bounds checks;
+ * with stride 1 the compiler vectorizes them. */
 int ek_run_qmax_pool(ek_model *m, const ek_call *c, ek_err *e) {
     (void)e;
     const qpool_params *p = c->params;
     const int8_t *x = ek_data(m, p->x);
     int8_t *y = ek_data(m, p->y);
+    int64_t xlo, xhi;
+    ek_interior(p->W, p->Wo, p->kw, p->sw, p->dw, p->pl, &xlo, &xhi);
     for (int64_t pl = 0; pl < p->N * p->C; pl++) {
         const int8_t *in = x + pl * p->H * p->W;
-        for (int64_t oy = 0; oy < p->Ho; oy++)
-            for (int64_t ox = 0; ox < p->Wo; ox++) {
-                int best = -32768; /* the reference pads with int16 -32768, which casts to int8 0 */
-                for (int64_t ky = 0; ky < p->kh; ky++) {
-                    int64_t iy = oy * p->sh - p->pt + ky * p->dh;
-                    if (iy < 0 || iy >= p->H) continue;
-                    for (int64_t kx = 0; kx < p->kw; kx++) {
-                        int64_t ix = ox * p->sw - p->pl + kx * p->dw;
-                        if (ix >= 0 && ix < p->W && in[iy * p->W + ix] > best) best = in[iy * p->W + ix];
+        for (int64_t oy = 0; oy < p->Ho; oy++) {
+            int8_t *yr = y + (pl * p->Ho + oy) * p->Wo;
+            for (int64_t ox = 0; ox < xlo; ox++) yr[ox] = max_window(p, in, oy, ox);
+            for (int64_t ox = xhi; ox < p->Wo; ox++) yr[ox] = max_window(p, in, oy, ox);
+            int first = 1;
+            for (int64_t ky = 0; ky < p->kh; ky++) {
+                int64_t iy = oy * p->sh - p->pt + ky * p->dh;
+                if (iy < 0 || iy >= p->H) continue;
+                for (int64_t kx = 0; kx < p->kw; kx++) {
+                    const int8_t *r = in + iy * p->W + kx * p->dw - p->pl;
+                    if (first) {
+                        for (int64_t ox = xlo; ox < xhi; ox++) yr[ox] = r[ox * p->sw];
+                        first = 0;
+                    } else if (p->sw == 1) {
+                        for (int64_t ox = xlo; ox < xhi; ox++) yr[ox] = r[ox] > yr[ox] ? r[ox] : yr[ox];
+                    } else {
+                        for (int64_t ox = xlo; ox < xhi; ox++) yr[ox] = r[ox * p->sw] > yr[ox] ? r[ox * p->sw] : yr[ox];
                     }
                 }
-                y[(pl * p->Ho + oy) * p->Wo + ox] = (int8_t)(best == -32768 ? 0 : best);
             }
+            if (first) /* no row of the window is inside: padding only */
+                for (int64_t ox = xlo; ox < xhi; ox++) yr[ox] = 0;
+        }
     }
     return EK_STATUS_OK;
 }
@@ -125,7 +155,45 @@ typedef struct {
     const ek_tensor *x, *y;
     int64_t ostride[EK_MAX_RANK];
     int32_t zx, zy, m, s;
+    int rows;                   /* the reduction is [outer, R, inner] -> [outer, inner] */
+    int64_t outer, R, inner;
 } qreduce_params;
+
+/* Sees the reduction as x[outer, R, inner] -> y[outer, inner] when the reduced axes are adjacent
+ * once size-1 axes are ignored (global pooling: R = H·W, inner = 1).  Returns 0 otherwise.
+ * y's flat index is then o·inner + i for keepdims and squeezed outputs alike. */
+static int reduce_as_rows(const ek_tensor *x, unsigned mask, int64_t *outer, int64_t *R, int64_t *inner) {
+    int first = -1, last = -1;
+    for (int d = 0; d < x->rank; d++)
+        if ((mask >> d & 1) && x->dims[d] > 1) {
+            if (first < 0) first = d;
+            last = d;
+        }
+    *outer = 1, *R = 1, *inner = 1;
+    for (int d = 0; d < x->rank; d++) {
+        if (first >= 0 && d >= first && d <= last) {
+            if (!(mask >> d & 1) && x->dims[d] > 1) return 0; /* a kept axis between reduced ones */
+            *R *= x->dims[d];
+        } else if (first >= 0 && d > last) {
+            *inner *= x->dims[d];
+        } else {
+            *outer *= x->dims[d];
+        }
+    }
+    return 1;
+}
+
+/* Σ x[i] over n int8 values: int32 partial sums (2^16 · 128 < 2^31) that the compiler vectorizes. */
+static int64_t sum_i8(const int8_t *x, int64_t n) {
+    int64_t total = 0;
+    for (int64_t i0 = 0; i0 < n; i0 += 65536) {
+        int64_t len = n - i0 < 65536 ? n - i0 : 65536;
+        int32_t s = 0;
+        for (int64_t i = 0; i < len; i++) s += x[i0 + i];
+        total += s;
+    }
+    return total;
+}
 
 int ek_prepare_qreduce_mean(ek_model *m, ek_call *c, ek_err *e) {
     int rc = ek_check_arity(c, 1, 1, 1, e);
@@ -148,7 +216,28 @@ int ek_prepare_qreduce_mean(ek_model *m, ek_call *c, ek_err *e) {
     if ((rc = ek_attr_int(c, EK_ATTR_SHIFT, 1, 0, -30, 31, &v, e))) return rc;
     p->s = (int32_t)v;
     c->scratch = ek_align64((size_t)p->y->count * 8);
+    /* the row path keeps column sums in int32: R · 256 must stay below 2^31 */
+    p->rows = reduce_as_rows(p->x, mask, &p->outer, &p->R, &p->inner) && p->R < ((int64_t)1 << 23);
     return EK_STATUS_OK;
+}
+
+/* Σ_r (x[o, r, i] − zx) = Σ_r x[o, r, i] − R·zx, one requantization per output. */
+static void reduce_rows(const qreduce_params *p, const int8_t *x, int8_t *y, int32_t *colsum) {
+    const int64_t bias = -p->R * (int64_t)p->zx;
+    for (int64_t o = 0; o < p->outer; o++) {
+        const int8_t *xo = x + o * p->R * p->inner;
+        int8_t *yo = y + o * p->inner;
+        if (p->inner == 1) {
+            yo[0] = ek_requantize(sum_i8(xo, p->R) + bias, p->m, p->s, p->zy, -128, 127);
+            continue;
+        }
+        for (int64_t i = 0; i < p->inner; i++) colsum[i] = 0;
+        for (int64_t r = 0; r < p->R; r++) {
+            const int8_t *row = xo + r * p->inner;
+            for (int64_t i = 0; i < p->inner; i++) colsum[i] += row[i];
+        }
+        for (int64_t i = 0; i < p->inner; i++) yo[i] = ek_requantize(colsum[i] + bias, p->m, p->s, p->zy, -128, 127);
+    }
 }
 
 int ek_run_qreduce_mean(ek_model *m, const ek_call *c, ek_err *e) {
@@ -156,6 +245,10 @@ int ek_run_qreduce_mean(ek_model *m, const ek_call *c, ek_err *e) {
     const qreduce_params *p = c->params;
     const int8_t *x = ek_data(m, p->x);
     int8_t *y = ek_data(m, p->y);
+    if (p->rows) {
+        reduce_rows(p, x, y, (int32_t *)m->scratch);
+        return EK_STATUS_OK;
+    }
     int64_t *acc = (int64_t *)m->scratch;
     memset(acc, 0, (size_t)p->y->count * 8);
     int rank = p->x->rank;

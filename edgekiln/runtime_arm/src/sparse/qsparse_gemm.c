@@ -28,7 +28,8 @@ typedef struct {
     const qsparse_params *p;
     ek_spmm_s16_fn spmm;
     const int8_t *x, *values;
-    const int32_t *bias, *mult, *shift;
+    const int32_t *bias, *mult;
+    const int8_t *shift; /* int8 in the blob (31 + shift in [1, 62]) */
     int8_t *y;
 } qsparse_run;
 
@@ -88,8 +89,8 @@ int ek_prepare_qsparse_gemm(ek_model *m, ek_call *c, ek_err *e) {
     p->shift = ek_input(m, c, 6);
     if ((rc = ek_sparse_weight_read(m, c, p->O, p->K, EK_DT_INT8, (uint16_t *)(p + 1), &p->sw, e))) return rc;
     if (!p->mult || p->mult->dtype != EK_DT_INT32 || p->mult->count != p->O || !p->shift ||
-        p->shift->dtype != EK_DT_INT32 || p->shift->count != p->O)
-        return ek_bad(e, c, "multiplier and shift must be int32 [%lld]", (long long)p->O);
+        p->shift->dtype != EK_DT_INT8 || p->shift->count != p->O)
+        return ek_bad(e, c, "multiplier must be int32 [%lld] and shift int8 [%lld]", (long long)p->O, (long long)p->O);
     if ((rc = ek_check_shifts(p->shift, c, e))) return rc;
     if ((rc = ek_attr_int(c, EK_ATTR_INPUT_ZP, 1, 0, -128, 127, &v, e))) return rc;
     p->zx = (int32_t)v;
