@@ -159,6 +159,8 @@ def pruning_accuracy(data: dict) -> str:
 
 def arm_runtime_vs_peers(data: dict) -> str:
     engines = ["edgekiln int8", "edgekiln int4", "edgekiln ternary", "ORT fp32", "ORT int8", "TVM untuned"]
+    if any("TVM tuned" in by_threads for v in data["models"].values() for by_threads in v["latency_ms"].values()):
+        engines.append("TVM tuned")
     threads = sorted({t for v in data["models"].values() for t in v["latency_ms"]}, key=int)
     parts = []
     for t in threads:
@@ -209,7 +211,7 @@ RENDERERS = {"gemm_instructions": gemm_instructions, "arena_planning": arena_pla
              "reparameterization": reparameterization, "quantization_accuracy": quantization_accuracy,
              "quantization_sqnr": quantization_sqnr, "weight_bytes": weight_bytes,
              "pruning_accuracy": pruning_accuracy, "arm_runtime_vs_peers": arm_runtime_vs_peers,
-             "edgetpu_peers": edgetpu_peers, "edgetpu_rewrites": edgetpu_peers, "tflite_agreement": tflite_agreement}
+             "arm_runtime_vs_tvm_tuned": arm_runtime_vs_peers, "edgetpu_peers": edgetpu_peers, "edgetpu_rewrites": edgetpu_peers, "tflite_agreement": tflite_agreement}
 
 
 def main() -> None:

@@ -150,8 +150,10 @@ def test_c_gemm_path_costs_more_instructions_than_dotprod(digits_a76):
     dotprod, stats = runner.count_instructions(feeds, isa="dotprod")
     convs = [k for k, c in enumerate(stats["profile"]) if c["op"] == "QConv2D"]
     assert convs and all(portable.per_call[k] > dotprod.per_call[k] for k in convs)
-    untouched = [k for k, c in enumerate(stats["profile"]) if c["op"] in ("Quantize", "Dequantize", "QMaxPool")]
-    assert all(portable.per_call[k] == dotprod.per_call[k] for k in untouched)
+    # Data movement has no ISA-specific path (Quantize, the lookups and the pools do, since they got NEON
+    # kernels): its count must not move with --isa, or the per-call attribution would be off.
+    untouched = [k for k, c in enumerate(stats["profile"]) if c["op"] in ("Copy",)]
+    assert untouched and all(portable.per_call[k] == dotprod.per_call[k] for k in untouched)
 
 
 @pytest.mark.slow
