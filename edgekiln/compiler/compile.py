@@ -119,12 +119,17 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto, target: str | Targ
             for note in notes:
                 trace.note(note)
         if target.backend == "edgetpu":  # Add -> Relu as one clamped Add: no standalone int8 RELU in the .tflite
+            from edgekiln.backends.edgetpu.bilinear_tflite_coordinates import (
+                follow_tflite_bilinear_coordinates,
+            )
             from edgekiln.backends.edgetpu.fuse_relu_into_producer import (
                 fuse_relu_into_producers,
             )
 
             tpu_notes: list[str] = []
             program = fuse_relu_into_producers(program, tpu_notes)
+            # a bilinear ratio TFLite's rounded step cannot reproduce: follow TFLite rather than refuse
+            program = follow_tflite_bilinear_coordinates(program, tpu_notes)
             for note in tpu_notes:
                 trace.note(note)
     files = {"model.onnx": graph.to_bytes(), **program_files(program)}

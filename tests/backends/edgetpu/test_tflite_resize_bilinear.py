@@ -13,10 +13,13 @@ pytest.importorskip("ai_edge_litert")
 from ai_edge_litert import schema_py_generated as schema
 
 from edgekiln.backends.edgetpu.tflite_reader import builtin_op_names, read_tflite
+from edgekiln.compiler import bilinear_taps
 from edgekiln.backends.edgetpu.tflite_verify import verify_tflite
 from edgekiln.backends.edgetpu.tflite_writer import convert_program
 from edgekiln.errors import UnsupportedOpError
+from edgekiln.backends.reference.interpreter import run_program
 from tests.backends.edgetpu.test_tflite_ops import compile_int8, make_model, weight
+from tests.conftest import run_ort
 
 
 def _resize_model(in_hw, out_hw, mode: str):
@@ -59,9 +62,31 @@ def test_resize_bilinear_is_bit_exact_in_litert(in_hw, out_hw, mode, options):
     assert report.output_max_diff <= 1, report.to_text()                     # after TFLite's CONV_2D
 
 
-def test_a_drifting_tflite_step_is_refused_with_the_reason():
-    # 6 -> 17: TFLite's step round(1024·6/17) = 361 is 0.41/1024 short per pixel, 6.6/1024 at the end
-    # (an edgetpu compile writes the .tflite, so the refusal is the compile's error)
+def test_a_drifting_tflite_step_is_refused_by_the_writer_with_the_reason():
+    # 6 -> 17: TFLite's step round(1024·6/17) = 361 is 0.41/1024 short per pixel, 6.6/1024 at the end.
+    # A Program lowered for another target keeps the model's coordinates: the writer refuses it.
     model, shape = _resize_model((6, 6), (17, 12), "half_pixel")
+    program = compile_int8(model, shape, target="host").program
     with pytest.raises(UnsupportedOpError, match="no RESIZE_BILINEAR .* within 1/1024 of a pixel"):
-        compile_int8(model, shape)
+        convert_program(program)
+
+
+def test_an_edgetpu_compile_follows_tflite_coordinates_on_a_drifting_step():
+    model, shape = _resize_model((6, 6), (17, 12), "half_pixel")
+    result = compile_int8(model, shape)
+    program = result.program
+    assert any("follow TFLite's RESIZE_BILINEAR coordinates" in note for note in result.trace.notes)
+    resize = next(c for c in program.calls if c.op == "QResizeBilinear")
+    taps_h = program.constants[resize.inputs[1]]
+    assert np.array_equal(taps_h, bilinear_taps.tflite_taps(6, 17, False, True))   # TFLite's own rows
+    assert not np.array_equal(taps_h, bilinear_taps.onnx_taps(6, 17, "half_pixel"))
+    conversion = convert_program(program)
+    assert _resize_ops(conversion.data) == [(3, False, True)]
+    feeds = {"x": np.random.default_rng(7).standard_normal(shape).astype(np.float32)}
+    report = verify_tflite(program, feeds, conversion=conversion)
+    assert all(c.max_diff == 0 for c in report.per_op if c.op == "QResizeBilinear"), report.to_text()
+    # and it stays close to the model's own resize: the QDQ reference within a few LSB
+    reference = run_program(program, feeds)["y"]
+    onnx_output = run_ort(result.graph.to_bytes(), feeds)[0]
+    scale = float(np.max(program.tensors["y_quantized"].quant.scale))
+    assert np.max(np.abs(reference - onnx_output)) <= 3 * scale + 1e-6
