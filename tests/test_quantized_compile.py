@@ -41,7 +41,8 @@ def test_cli_quantized_compile_and_run_keep_accuracy(tmp_path):
     # No fp32 layer: the head that writes the float model output is the int8 QFullyConnected itself, its
     # integer accumulator times one float scale per channel (float_output).
     assert [layer["op"] for layer in manifest["layers"] if layer["precision"] == "fp32"] == []
-    assert manifest["layers"][-1]["op"] == "QFullyConnected"
+    assert manifest["layers"][-1]["op"] == "QFullyConnected" and manifest["layers"][-1]["output"] == "fp32"
+    assert all("output" not in layer for layer in manifest["layers"][:-1])
     artifact = edgekiln.load(out)
     assert next(iter(artifact.run(images[:1]).values())).dtype == np.float32
     hits = [int(np.argmax(next(iter(artifact.run(images[i:i + 1]).values())))) == labels[i] for i in range(64, 264)]

@@ -154,6 +154,12 @@ def build_manifest(*, model_name: str, model_sha256: str, target: Any, options: 
             return {8: "int8", 4: "int4", 2: "ternary"}.get(quantized[0].quant.bits, f"int{quantized[0].quant.bits}")
         return "fp32" if weights else "-"
 
+    def layer(call: Any) -> dict[str, Any]:
+        entry = {"name": call.name, "op": call.op, "precision": precision(call)}
+        if call.attrs.get("float_output"):  # int8 weights and GEMM, float32 output (a model output kept float)
+            entry["output"] = "fp32"
+        return entry
+
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -163,7 +169,7 @@ def build_manifest(*, model_name: str, model_sha256: str, target: Any, options: 
         "options": options,
         "inputs": [io_spec(n) for n in program.inputs],
         "outputs": [io_spec(n) for n in program.outputs],
-        "layers": [{"name": c.name, "op": c.op, "precision": precision(c)} for c in program.calls],
+        "layers": [layer(c) for c in program.calls],
         "memory": {
             "arena_bytes": program.arena.arena_bytes,
             "naive_intermediate_bytes": program.arena.naive_bytes,
