@@ -99,3 +99,26 @@ def max_coordinate_difference(taps: np.ndarray, other: np.ndarray) -> int:
     if a.shape != b.shape:
         raise ValueError(f"tables of {a.size} and {b.size} output positions")
     return int(np.abs(a - b).max()) if a.size else 0
+
+
+# (align_corners, half_pixel_centers) of TFLite's RESIZE_BILINEAR, the lowest op version first.
+TFLITE_FLAGS = ((False, False), (True, False), (False, True))
+# How far (in 1/1024 of a pixel) a TFLite op may read from a table and still count as reading it:
+# each output then moves by at most 2 · 255 / 1024 < 1 LSB before rounding.
+TFLITE_TOLERANCE = 1
+
+
+def closest_tflite_taps(h: int, w: int, taps_h: np.ndarray, taps_w: np.ndarray
+                        ) -> tuple[tuple[bool, bool], int, np.ndarray, np.ndarray]:
+    """The TFLite flags whose coordinates lie closest to the two tables (the largest distance over
+    both axes, in 1/1024 of a pixel; ties go to the lower op version), that distance, and
+    TFLite's own tables for those flags."""
+    best = None
+    for flags in TFLITE_FLAGS:
+        tflite_h = tflite_taps(h, len(taps_h), *flags)
+        tflite_w = tflite_taps(w, len(taps_w), *flags)
+        distance = max(max_coordinate_difference(taps_h, tflite_h), max_coordinate_difference(taps_w, tflite_w))
+        if best is None or distance < best[1]:
+            best = (flags, distance, tflite_h, tflite_w)
+    assert best is not None
+    return best

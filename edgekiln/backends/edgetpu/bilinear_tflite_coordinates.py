@@ -27,25 +27,6 @@ import numpy as np
 from edgekiln.compiler import bilinear_taps
 from edgekiln.compiler.program import KernelCall, Program
 
-# (align_corners, half_pixel_centers), the lowest op version first: ties go to the older op.
-TFLITE_FLAGS = ((False, False), (True, False), (False, True))
-
-
-def closest_tflite_taps(h: int, w: int, taps_h: np.ndarray, taps_w: np.ndarray
-                        ) -> tuple[tuple[bool, bool], int, np.ndarray, np.ndarray]:
-    """The TFLite flags whose coordinates lie closest to the tables (largest distance over both axes,
-    in 1/1024 of a pixel), that distance, and TFLite's tables for those flags."""
-    best = None
-    for flags in TFLITE_FLAGS:
-        tflite_h = bilinear_taps.tflite_taps(h, len(taps_h), *flags)
-        tflite_w = bilinear_taps.tflite_taps(w, len(taps_w), *flags)
-        distance = max(bilinear_taps.max_coordinate_difference(taps_h, tflite_h),
-                       bilinear_taps.max_coordinate_difference(taps_w, tflite_w))
-        if best is None or distance < best[1]:
-            best = (flags, distance, tflite_h, tflite_w)
-    assert best is not None
-    return best
-
 
 def follow_tflite_bilinear_coordinates(program: Program, notes: list[str] | None = None) -> Program:
     """The Program with every QResizeBilinear that no TFLite RESIZE_BILINEAR reproduces reading
@@ -60,9 +41,9 @@ def follow_tflite_bilinear_coordinates(program: Program, notes: list[str] | None
             continue
         x, taps_h_name, taps_w_name = call.inputs[:3]
         h, w = program.tensors[x].shape[2:]
-        flags, distance, tflite_h, tflite_w = closest_tflite_taps(
+        flags, distance, tflite_h, tflite_w = bilinear_taps.closest_tflite_taps(
             h, w, program.constants[taps_h_name], program.constants[taps_w_name])
-        if distance <= 1:  # the writer's own tolerance: one op already reads these coordinates
+        if distance <= bilinear_taps.TFLITE_TOLERANCE:  # one TFLite op already reads these coordinates
             calls.append(call)
             continue
         names = []

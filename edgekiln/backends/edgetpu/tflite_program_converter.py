@@ -912,16 +912,8 @@ def bilinear_options(h: int, w: int, taps_h: np.ndarray, taps_w: np.ndarray) -> 
     coordinates: exactly when one does (then TFLite's integer kernel computes the same bits), else
     the closest within 1/1024 of a pixel per axis (each output then moves by at most
     2 · 255 / 1024 < 1 LSB before rounding); None when none is that close.  Lowest version first."""
-    best: tuple[int, tuple[bool, bool]] | None = None
-    for align_corners, half_pixel in ((False, False), (True, False), (False, True)):
-        distance = max(
-            bilinear_taps.max_coordinate_difference(
-                taps_h, bilinear_taps.tflite_taps(h, len(taps_h), align_corners, half_pixel)),
-            bilinear_taps.max_coordinate_difference(
-                taps_w, bilinear_taps.tflite_taps(w, len(taps_w), align_corners, half_pixel)))
-        if best is None or distance < best[0]:
-            best = (distance, (align_corners, half_pixel))
-    return best[1] if best is not None and best[0] <= 1 else None
+    flags, distance, _, _ = bilinear_taps.closest_tflite_taps(h, w, taps_h, taps_w)
+    return flags if distance <= bilinear_taps.TFLITE_TOLERANCE else None
 
 
 def nearest_indices(in_size: int, out_size: int, align_corners: bool, half_pixel: bool) -> np.ndarray:
