@@ -19,7 +19,7 @@ import onnx_ir as ir
 
 from edgekiln.compiler.graph import Graph
 from edgekiln.compiler.pass_contract import RewritePass, node_label
-from edgekiln.passes.graph_edits import add_initializer, bypass
+from edgekiln.passes.graph_edits import add_initializer, replace_keeping_name
 
 
 class DivideByConstantToMulPass(RewritePass[ir.Node]):
@@ -39,16 +39,12 @@ class DivideByConstantToMulPass(RewritePass[ir.Node]):
         return None
 
     def rewrite(self, graph: Graph, node: ir.Node) -> str:
-        x, result = node.inputs[0], node.outputs[0]
+        x = node.inputs[0]
         divisor = Graph.constant(node.inputs[1])
         reciprocal = (1.0 / divisor.astype(np.float64)).astype(divisor.dtype)
         factor = add_initializer(graph, reciprocal, f"{node.name}_reciprocal")
         mul = ir.Node("", "Mul", inputs=[x, factor], name=node.name, num_outputs=1)
         graph.main.insert_after(node, mul)
-        out = mul.outputs[0]
-        out.shape, out.type = result.shape, result.type
-        name = result.name
-        bypass(graph, node, out)
-        out.name = name
+        replace_keeping_name(graph, node, mul.outputs[0])
         shown = f"{float(reciprocal.ravel()[0]):g}" if reciprocal.size == 1 else f"a {list(reciprocal.shape)} tensor"
         return f"{node_label(node)} -> Mul by {shown}"

@@ -15,6 +15,9 @@ import onnx_ir as ir
 from edgekiln.compiler.graph import Graph
 from edgekiln.compiler.pass_contract import node_label
 
+# The float element types ONNX activation operators accept.
+FLOAT_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16)
+
 
 def int_attr(node: ir.Node, name: str, default: int) -> int:
     attr = node.attributes.get(name)
@@ -113,3 +116,14 @@ def bypass(graph: Graph, node: ir.Node, replacement: ir.Value) -> None:
         replacement.name = output_name
     for value in inputs:
         drop_if_unused(graph, value)
+
+
+def replace_keeping_name(graph: Graph, node: ir.Node, replacement: ir.Value) -> None:
+    """Remove single-output `node` for `replacement` (the output of the node(s) rewriting it),
+    which takes over the old output's shape, type and name, so readers and --explain see the
+    same tensor as before the rewrite."""
+    result = node.outputs[0]
+    replacement.shape, replacement.type = result.shape, result.type
+    name = result.name
+    bypass(graph, node, replacement)
+    replacement.name = name

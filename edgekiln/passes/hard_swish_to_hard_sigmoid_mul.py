@@ -26,9 +26,13 @@ import onnx_ir as ir
 
 from edgekiln.compiler.graph import Graph
 from edgekiln.compiler.pass_contract import RewritePass, node_label
-from edgekiln.passes.graph_edits import bypass, unique_name, unique_node_name
+from edgekiln.passes.graph_edits import (
+    FLOAT_TYPES,
+    replace_keeping_name,
+    unique_name,
+    unique_node_name,
+)
 
-_FLOATS = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16)
 HARD_SWISH_ALPHA, HARD_SWISH_BETA = 1.0 / 6.0, 0.5
 
 
@@ -42,7 +46,7 @@ class HardSwishToHardSigmoidMulPass(RewritePass[ir.Node]):
         if node.domain not in ("", "ai.onnx"):
             return f"domain {node.domain!r} is not the default one"
         x = node.inputs[0]
-        if x is None or x.dtype not in _FLOATS:
+        if x is None or x.dtype not in FLOAT_TYPES:
             return "its input is not a float tensor"
         return None
 
@@ -55,9 +59,5 @@ class HardSwishToHardSigmoidMulPass(RewritePass[ir.Node]):
         gate.outputs[0].shape, gate.outputs[0].type = result.shape, result.type
         product = ir.Node("", "Mul", inputs=[x, gate.outputs[0]], name=node.name, num_outputs=1)
         graph.main.insert_after(node, [gate, product])
-        out = product.outputs[0]
-        out.shape, out.type = result.shape, result.type
-        name = result.name
-        bypass(graph, node, out)
-        out.name = name
+        replace_keeping_name(graph, node, product.outputs[0])
         return f"{node_label(node)} -> Mul(x, HardSigmoid(x, alpha=1/6, beta=0.5)) (HARD_SWISH is no Edge TPU op)"

@@ -19,9 +19,12 @@ import onnx_ir as ir
 
 from edgekiln.compiler.graph import Graph
 from edgekiln.compiler.pass_contract import RewritePass, node_label
-from edgekiln.passes.graph_edits import add_initializer, bypass, float_attr
-
-_FLOATS = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16)
+from edgekiln.passes.graph_edits import (
+    FLOAT_TYPES,
+    add_initializer,
+    float_attr,
+    replace_keeping_name,
+)
 
 
 class LeakyReluToPReluPass(RewritePass[ir.Node]):
@@ -34,12 +37,12 @@ class LeakyReluToPReluPass(RewritePass[ir.Node]):
         if node.domain not in ("", "ai.onnx"):
             return f"domain {node.domain!r} is not the default one"
         x = node.inputs[0]
-        if x is None or x.dtype not in _FLOATS:
+        if x is None or x.dtype not in FLOAT_TYPES:
             return "its input is not a float tensor"
         return None
 
     def rewrite(self, graph: Graph, node: ir.Node) -> str:
-        x, result = node.inputs[0], node.outputs[0]
+        x = node.inputs[0]
         alpha = float_attr(node, "alpha", 0.01)
         shape = Graph.static_shape(x) if x.shape is not None else None
         slope_shape = (shape[1], 1, 1) if shape is not None and len(shape) == 4 else (1,)
@@ -47,9 +50,5 @@ class LeakyReluToPReluPass(RewritePass[ir.Node]):
         slope = add_initializer(graph, np.full(slope_shape, alpha, dtype=dtype), f"{node.name}_slope")
         prelu = ir.Node("", "PRelu", inputs=[x, slope], name=node.name, num_outputs=1)
         graph.main.insert_after(node, prelu)
-        out = prelu.outputs[0]
-        out.shape, out.type = result.shape, result.type
-        name = result.name
-        bypass(graph, node, out)
-        out.name = name
+        replace_keeping_name(graph, node, prelu.outputs[0])
         return f"{node_label(node)} -> PRelu with slope {alpha:g} of shape {list(slope_shape)}"

@@ -30,6 +30,7 @@ import onnx_ir as ir
 from edgekiln.compiler import fused_ops
 from edgekiln.compiler.graph import Graph
 from edgekiln.compiler.pass_contract import RewritePass, node_label
+from edgekiln.passes.graph_edits import FLOAT_TYPES
 from edgekiln.passes.pattern_matching import (
     first_reader,
     is_op,
@@ -40,7 +41,6 @@ from edgekiln.passes.pattern_matching import (
 
 RTOL = 1e-6
 ONNX_GELU_OPSET = 20
-ONNX_FLOATS = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16)
 
 
 @dataclass
@@ -75,7 +75,7 @@ class RecognizeGeluPass(RewritePass[GeluMatch]):
     def check(self, graph: Graph, m: GeluMatch) -> str | None:
         if any(n.graph is not graph.main for n in m.nodes):
             return "already rewritten by an overlapping match"
-        allowed = ONNX_FLOATS if graph.opset() >= ONNX_GELU_OPSET else (ir.DataType.FLOAT,)
+        allowed = FLOAT_TYPES if graph.opset() >= ONNX_GELU_OPSET else (ir.DataType.FLOAT,)
         if m.x.dtype not in allowed:
             return f"input dtype {m.x.dtype} is not supported by Gelu at opset {graph.opset()}"
         for label, value, expected in m.constants:
