@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from benchmarks import (
+    calibration_speed,
     quantization_accuracy,
     quantization_sqnr,
     readme_tables,
@@ -63,7 +65,7 @@ def test_weight_bytes_benchmark_counts_every_parameter():
     # digits_cnn holds only weights W and biases B: FP32 = 4 (W + B); int8 values = W; int32 biases = 4 B
     # (their scale, input scale x weight scale, is derived, not stored).
     assert 4 * int8["value_bytes"] + int8["bias_bytes"] == row["fp32_bytes"]
-    assert int8["value_bytes"] / 4 <= ternary["value_bytes"] <= int8["value_bytes"] / 4 + 3  # 2 bits, per tensor
+    assert int8["value_bytes"] / 5 <= ternary["value_bytes"] <= int8["value_bytes"] / 5 + 3  # 5 per byte, per tensor
     assert ternary["ratio"] < int8["ratio"] < 0.3
     # What the program stores: the same values and biases, plus an int32 multiplier and shift per channel.
     program = int8["program"]
@@ -71,7 +73,8 @@ def test_weight_bytes_benchmark_counts_every_parameter():
     assert program["multiplier"] == program["bias"] and 0 < program["shift"] < program["bias"]  # the head has no shift
     # What the arm_cpu blob stores (read back from the blob): int32 folded biases, int32 multipliers (the
     # float head's float32 scales), one int8 shift per requantized channel, no row sums, nothing else.
-    stored = int8["artifact"]
+    stored = int8["artifact"]["fast"]
+    assert int8["artifact"]["compact"] == stored  # int8 weights have one layout
     channels = int8["bias_bytes"] // 4
     assert stored["quantized"] == int8["value_bytes"] and stored["bias"] == stored["multiplier"] == 4 * channels
     assert stored["shift"] == program["shift"] // 4 and stored["row_sums"] == stored["ratio"] == stored["other"] == 0
@@ -79,5 +82,27 @@ def test_weight_bytes_benchmark_counts_every_parameter():
     # floor: values + an int32 bias and a 32-bit scale per channel, one byte per channel under the blob
     assert int8["floor"]["floor_bytes"] == int8["value_bytes"] + 8 * channels == stored["total"] - stored["shift"]
     assert int8["verdict"] == ("met" if int8["artifact_meets_bar"] else "missed" if int8["bar_possible"] else "impossible")
+    # ternary: the fast layout pads rows to 64-value blocks at 2 bits; the compact one stores five per byte,
+    # exactly the QDQ count, so the blob's values are the floor's
+    fast, compact = ternary["artifact"]["fast"], ternary["artifact"]["compact"]
+    assert compact["quantized"] == ternary["value_bytes"] and compact["padding"] == 0
+    assert fast["quantized"] > compact["quantized"] and fast["total"] > compact["total"]
+    # peers: onnxruntime's QDQ file holds at least the int8 values and a scale per channel
+    ort = row["peers"]["onnxruntime"]
+    assert ort["fp32"] == row["fp32_bytes"]  # quant_pre_process folds the same BatchNorms
+    assert int8["value_bytes"] + 4 * channels <= ort["QInt8"] and int8["value_bytes"] // 2 < ort["QInt4"] < ort["QInt8"]
+    assert row["peers"]["tflite_int8"] > int8["value_bytes"] + 4 * channels
     markdown = readme_tables.weight_bytes({"rows": [row]})
     assert "| digits_cnn |" in markdown and "int8 | ternary no guard |" in markdown
+    assert "fast / compact / floor" in markdown
+
+
+def test_calibration_speed_benchmark_compiles_the_5m_cnn(tmp_path):
+    model, data = tmp_path / "cnn.onnx", tmp_path / "images.npy"
+    parameters = calibration_speed.build_model(model)
+    assert 5.0e6 <= parameters <= 5.5e6  # the "5 M-parameter CNN"
+    np.save(data, np.random.default_rng(0).standard_normal((2, *calibration_speed.IMAGE), dtype=np.float32))
+    row = calibration_speed.measure(model, data, "minmax")
+    # every Conv output and the input, after folding: the stem, 8 blocks (3 or 4 each), pool, head
+    assert row["observed"] >= 20 and row["calls"] >= 20
+    assert 0 < row["calibrate_s"] < row["compile_s"] and row["peak_rss_mib"] > 0
