@@ -105,7 +105,8 @@ def edgekiln_quantize(path: str | Path, shapes: dict, calib: list, method: str =
     return compile_model(path, scoring_target(), check_ops=False, input_shapes=shapes, quantization=options, progress=False)
 
 
-def ort_quantize(source: Path, target: Path, calib: list, method: str) -> None:
+def ort_quantize(source: Path, target: Path, calib: list, method: str, weight_type: str = "QInt8") -> None:
+    """quantize_static, QDQ, per channel, QInt8 activations, `weight_type` weights (QInt8 or QInt4)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -129,7 +130,7 @@ def ort_quantize(source: Path, target: Path, calib: list, method: str) -> None:
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            activation_type=QuantType.QInt8, weight_type=getattr(QuantType, weight_type),
                             calibrate_method=getattr(CalibrationMethod, method))
     finally:
         root.setLevel(level)

@@ -113,17 +113,29 @@ def weight_bytes(data: dict) -> str:
             cells.append(f"{c['total'] / 1024:.1f} KiB, {c['ratio']:.3f}x{mark}")
         lines.append("| " + " | ".join(cells) + " |")
     if data["rows"] and "artifact" in data["rows"][0]["configs"][labels[0]]:
-        lines += ["", "| model | " + " | ".join(f"{label}: blob / floor" for label in labels) + " |",
+        lines += ["", "| model | " + " | ".join(f"{label}: fast / compact / floor" for label in labels) + " |",
                   "| --- | " + " | ".join("---" for _ in labels) + " |"]
         for r in data["rows"]:
             cells = [r["model"]]
             for label in labels:
                 c = r["configs"][label]
-                verdict = c.get("verdict", "possible" if c["bar_possible"] else "impossible")
+                blobs = " / ".join(f"{ratio:.3f}x" for ratio in c["artifact_ratio"].values())
                 # (n/m): the layers whose own floor is over the bar
-                cells.append(f"{c['artifact_ratio']:.3f}x / {c['floor_ratio']:.3f}x **{verdict}** "
+                cells.append(f"{blobs} / {c['floor_ratio']:.3f}x **{c['verdict']}** "
                              f"({c['floor']['impossible_layers']}/{c['floor']['layers']})")
             lines.append("| " + " | ".join(cells) + " |")
+    if data["rows"] and "peers" in data["rows"][0]:
+        lines += ["", "| model | edgekiln int8 | onnxruntime int8 | TFLite int8 | edgekiln int4:g64 no guard "
+                      "| onnxruntime int4 |", "| --- | --- | --- | --- | --- | --- |"]
+        for r in data["rows"]:
+            ort, tflite = r["peers"]["onnxruntime"], r["peers"]["tflite_int8"]
+            ours = [min(r["configs"][label]["artifact_ratio"].values()) for label in ("int8", "int4:g64 no guard")
+                    if label in r["configs"]]
+            if len(ours) < 2:
+                continue
+            lines.append(f"| {r['model']} | {ours[0]:.3f}x | {ort['QInt8'] / ort['fp32']:.3f}x | "
+                         + ("-" if tflite is None else f"{tflite / r['fp32_bytes']:.3f}x")
+                         + f" | {ours[1]:.3f}x | {ort['QInt4'] / ort['fp32']:.3f}x |")
     return "\n".join(lines)
 
 

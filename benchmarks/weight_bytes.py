@@ -12,28 +12,34 @@ Per model (every zoo and PP-OCR model at its static test shape):
                      says) + the float bytes of every float initializer that stays float
                      (LayerNorm parameters, constant operands of Mul/Add, layers kept float)
 
-    artifact bytes   every constant the arm_cpu model blob (blob format 2, runtime_arm/
+    artifact bytes   every constant the arm_cpu model blob (blob format 3, runtime_arm/
                      BLOB_FORMAT.md) holds, read back from the blob's own tensor table, by the
-                     operand slot that reads it: packed weights (int4 / ternary K-blocked as the
-                     GEMM reads them; the rows' fill to whole 16-byte blocks is its own kind,
-                     "padding"; written for a target without i8mm, so int8 rows are not
-                     pre-paired), per output channel the bias (the input
-                     zero point folded in: int32, int64 for group-scaled layers), the int32
-                     requantization multiplier (a float graph output's float32 scale in its
-                     place) and the int8 shift, uint16 per-group ratios (int4 / ternary groups),
-                     the fused block's int32 row sums, and everything else (activation lookup
+                     operand slot that reads it, for both weight layouts (`--weight-layout`):
+                     "fast" (the default: int4 / ternary K-blocked as the GEMM reads them in
+                     registers; the rows' fill to whole 16-byte blocks is its own kind, "padding")
+                     and "compact" (int4 flat, ternary five values per byte); written for a target
+                     without i8mm, so int8 rows are not pre-paired.  Kinds: packed weights, per
+                     output channel the bias (the input zero point folded in: int32, int64 for
+                     group-scaled layers), the int32 requantization multiplier (a float graph
+                     output's float32 scale in its place) and the int8 shift, uint16 per-group
+                     ratios (int4 / ternary groups), and everything else (activation lookup
                      tables, softmax and LayerNorm constants, float layers).
     program bytes    the same for the target-independent integer Program (program/constants.bin:
-                     int32 shifts and ratios, no fold), for comparison.
+                     int32 shifts and ratios, no fold, ternary at 2 bits), for comparison.
     floor            per weighted layer, the least any per-channel scheme can store: the packed
-                     values plus, per output channel, one int32 bias and one 32-bit scale (every
-                     per-channel scheme stores a scale), or for a group-scaled layer one int32 bias
-                     per channel and one 16-bit scale per group (the packing rule's float16 group
-                     scales).  Where the floor of a layer is above the bar the bar is
-                     arithmetically impossible for it (an int8 depthwise 3x3:
-                     (9 + 4 + 4) / (36 + 4) = 0.425 > 0.26); the table counts those layers and the
-                     whole model's floor.  Verdict per model and precision: "met" (artifact <=
-                     bar), "impossible" (floor > bar), else "missed".
+                     values (int8 / int4 at 8 / 4 bits, ternary at 1.6 bits: five values per byte,
+                     the densest whole-byte packing of 3^5 = 243 <= 256 codes) plus, per output
+                     channel, one int32 bias and one 32-bit scale (every per-channel scheme stores
+                     a scale), or for a group-scaled layer one int32 bias per channel and one 16-bit
+                     scale per group (the packing rule's float16 group scales).  Where the floor of
+                     a layer is above the bar the bar is arithmetically impossible for it (an int8
+                     depthwise 3x3: (9 + 4 + 4) / (36 + 4) = 0.425 > 0.26); the table counts those
+                     layers and the whole model's floor.  Verdict per model and precision, for the
+                     smaller (compact) artifact: "met" (artifact <= bar), "impossible" (floor > bar),
+                     else "missed".
+    peers            what onnxruntime's `quantize_static` (QDQ, per channel, int8 and int4 weights)
+                     and a TFLite flatbuffer (int8) store for the same weights
+                     (benchmarks/weight_bytes_peers.py).
 
 Activation quantization parameters (one float32 scale + one int8 zero point per quantized
 tensor) are not weights: reported in the JSON, left out of the ratio.  Calibration data does
@@ -61,13 +67,14 @@ from rich.progress import track
 from rich.table import Table
 
 from benchmarks.quantization_data import scoring_target
+from benchmarks.weight_bytes_peers import edgekiln_tflite_weight_bytes, ort_weight_bytes
 from edgekiln.backends.arm_cpu import op_codes
 from edgekiln.backends.arm_cpu.blob_writer import write_blob
 from edgekiln.compiler.compile import compile_model
 from edgekiln.compiler.graph import Graph
 from edgekiln.compiler.qdq_format import PRECISION_KEY
 from edgekiln.compiler.quant_options import QuantOptions
-from edgekiln.quantization.weights import packed_weight_bytes
+from edgekiln.quantization.weights import TERNARY_PER_BYTE, packed_weight_bytes
 from tests.zoo import all_models, input_shapes, model_path, sample_input
 
 RESULTS = Path(__file__).parent / "results" / "weight_bytes.json"
@@ -75,9 +82,17 @@ BARS = {"int8": 0.26, "int4": 0.14, "ternary": 0.08}
 # (label, --quant, keep_first_last_int8)
 CONFIGS = (("int8", "int8", None), ("int4:g64", "int4:g64", None), ("int4:g64 no guard", "int4:g64", False),
            ("ternary", "ternary", None), ("ternary no guard", "ternary", False))
-VALUE_BITS = {"int8": 8, "int4": 4, "ternary": 2}  # the packing rule of packed_weight_bytes, for the breakdown
+VALUE_BITS = {"int8": 8, "int4": 4}  # the packing rule of packed_weight_bytes (ternary: five per byte)
+LAYOUTS = ("fast", "compact")  # the blob's weight layouts (--weight-layout)
 BREAKDOWN = ("int8", "int4:g64 no guard", "ternary no guard")
 _FLOATS = ("FLOAT", "FLOAT16", "DOUBLE", "BFLOAT16")
+
+
+def value_bytes(count: int, precision: str) -> int:
+    """The least whole bytes `count` values of `precision` take: ternary five per byte (3^5 <= 256)."""
+    if precision.startswith("ternary"):
+        return -(-count // TERNARY_PER_BYTE)
+    return math.ceil(count * VALUE_BITS[precision.split(":")[0]] / 8)
 
 
 def _is_float(value) -> bool:
@@ -116,7 +131,7 @@ def quantized_bytes(graph: Graph) -> dict:
             biases += size
         else:
             weights += size
-            values += math.ceil(q.size * VALUE_BITS[precision.split(":")[0]] / 8)
+            values += value_bytes(q.size, precision)
             precisions[precision] += 1
     left = sum(v.const_value.nbytes for name, v in graph.main.initializers.items()
                if name not in counted and _is_float(v))
@@ -127,14 +142,23 @@ def quantized_bytes(graph: Graph) -> dict:
 
 
 ARTIFACT_KINDS = ("quantized", "bias", "multiplier", "shift", "ratio")  # constant name suffixes integer lowering uses
-BLOB_KINDS = (*ARTIFACT_KINDS, "padding", "row_sums")  # padding: K-blocked / paired weight layouts' fill
+BLOB_KINDS = (*ARTIFACT_KINDS, "padding")  # padding: K-blocked / paired weight layouts' fill
 _PACKED_BITS = {op_codes.PACK[k]: bits for k, bits in (("INT4", 4), ("INT4_K32", 4), ("INT2", 2), ("INT2_K64", 2))}
+_VALUES_PER_BYTE = {op_codes.PACK["INT2_B3"]: TERNARY_PER_BYTE}  # ternary base 3
+
+
+def dense_bytes(packing: int, count: int) -> int:
+    """Bytes of `count` values in `packing` without any row padding."""
+    if packing in _VALUES_PER_BYTE:
+        return -(-count // _VALUES_PER_BYTE[packing])
+    return math.ceil(count * _PACKED_BITS.get(packing, 8) / 8)
+
 _WEIGHT_SLOTS = {1: "quantized", 2: "bias", 3: "multiplier", 4: "shift", 5: "ratio"}
 # blob op -> {operand index: kind} (BLOB_FORMAT.md); every other constant operand is "other"
 BLOB_SLOTS = {**dict.fromkeys(("QCONV2D", "QDEPTHWISE_CONV2D", "QFULLY_CONNECTED", "QCONV_TRANSPOSE2D"), _WEIGHT_SLOTS),
-              "QINVERTED_RESIDUAL": {**{i: "quantized" for i in (1, 6, 10)}, **{i: "bias" for i in (2, 7, 11)},
-                                     **{i: "multiplier" for i in (3, 8, 12)}, **{i: "shift" for i in (4, 9, 13)},
-                                     5: "row_sums", 14: "row_sums"}}
+              # x, then per stage (expand, depthwise, project) weight, bias, multiplier, shift
+              "QINVERTED_RESIDUAL": {1 + 4 * stage + slot: kind for stage in range(3)
+                                     for slot, kind in enumerate(("quantized", "bias", "multiplier", "shift"))}}
 
 
 def blob_bytes(blob: bytes) -> dict:
@@ -148,7 +172,7 @@ def blob_bytes(blob: bytes) -> dict:
         if blob[entry + 2] == op_codes.STORE["CONST"]:
             const[i] = struct.unpack_from("<Q", blob, entry + 64)[0]
             count = math.prod(struct.unpack_from(f"<{blob[entry + 1]}q", blob, entry + 8))
-            dense[i] = math.ceil(count * _PACKED_BITS.get(blob[entry + 3], 8) / 8)  # the values, unpadded
+            dense[i] = dense_bytes(blob[entry + 3], count)  # the values, unpadded
     kinds: Counter = Counter()
     for c in range(n_calls):
         op, n_in, _, first = struct.unpack_from("<HBBI", blob, calls + c * op_codes.BLOB["CALL_BYTES"])
@@ -193,7 +217,7 @@ def floor_bytes(graph: Graph, bar: float) -> dict:
         channels = q.shape[0] if q.ndim else 1
         scales = 2 * Graph.constant(node.inputs[1]).size if group is not None and group.op_type == "Reshape" \
             else 4 * channels
-        floor = math.ceil(q.size * VALUE_BITS[precision.split(":")[0]] / 8) + 4 * channels + scales
+        floor = value_bytes(q.size, precision) + 4 * channels + scales
         fp32 = 4 * (q.size + channels)
         layers += 1
         impossible += floor > bar * fp32
@@ -207,19 +231,23 @@ def measure(name: str, configs=CONFIGS) -> dict:
     path, shapes = model_path(name), input_shapes(name)
     fp32 = float_bytes(compile_model(path, scoring_target(), check_ops=False, input_shapes=shapes, progress=False).graph)
     calib = [sample_input(name, seed=1000 + k) for k in range(2)]
-    row: dict = {"model": name, "fp32_bytes": fp32, "configs": {}}
+    row: dict = {"model": name, "fp32_bytes": fp32, "configs": {},
+                 "peers": {"onnxruntime": ort_weight_bytes(name, calib, ("QInt8", "QInt4")),
+                           "tflite_int8": edgekiln_tflite_weight_bytes(path, shapes, calib)}}
     for label, precision, guard in configs:
         options = QuantOptions(quant=precision, calib=calib, keep_first_last_int8=guard, bias_correction=False)
         result = compile_model(path, scoring_target(), check_ops=False, input_shapes=shapes, quantization=options, progress=False)
         counts = quantized_bytes(result.graph)
         bar = BARS[precision.split(":")[0]]
-        stored = blob_bytes(write_blob(result.program))
+        stored = {layout: blob_bytes(write_blob(result.program, weight_layout=layout)) for layout in LAYOUTS}
         in_program = program_bytes(result.program)
         floor = floor_bytes(result.graph, bar)
-        met, possible = stored["total"] / fp32 <= bar, floor["floor_bytes"] / fp32 <= bar
+        smallest = min(t["total"] for t in stored.values())
+        met, possible = smallest / fp32 <= bar, floor["floor_bytes"] / fp32 <= bar
         row["configs"][label] = {**counts, "ratio": counts["total"] / fp32, "bar": bar,
                                  "meets_bar": counts["total"] / fp32 <= bar,
-                                 "artifact": stored, "artifact_ratio": stored["total"] / fp32,
+                                 "artifact": stored,
+                                 "artifact_ratio": {k: t["total"] / fp32 for k, t in stored.items()},
                                  "artifact_meets_bar": met,
                                  "program": in_program, "program_ratio": in_program["total"] / fp32,
                                  "floor": floor, "floor_ratio": floor["floor_bytes"] / fp32,
@@ -245,19 +273,21 @@ def render(rows: list[dict]) -> Table:
 
 
 def render_artifact(rows: list[dict]) -> Table:
-    table = Table(title="what the arm_cpu blob stores x FP32 (program constants in brackets), and the floor "
-                        "(packed values + int32 bias + 32-bit scale per channel); ! = the bar is below the floor: "
-                        "impossible for any per-channel scheme; n/m = layers whose own floor is above the bar")
+    table = Table(title="what the arm_cpu blob stores x FP32: fast layout / compact layout (program constants in "
+                        "brackets), and the floor (packed values + int32 bias + 32-bit scale per channel); ! = the "
+                        "bar is below the floor: impossible for any per-channel scheme; n/m = layers whose own floor "
+                        "is above the bar")
     table.add_column("model")
     for label, _, _ in CONFIGS:
-        table.add_column(f"{label}: artifact / floor", justify="right")
+        table.add_column(f"{label}: fast / compact / floor", justify="right")
     for r in rows:
         cells = [r["model"]]
         for label, _, _ in CONFIGS:
             c = r["configs"][label]
             f = c["floor"]
             mark = "" if c["bar_possible"] else " !"
-            cells.append(f"{c['artifact_ratio']:.3f}x ({c['program_ratio']:.3f}x) / {c['floor_ratio']:.3f}x{mark} "
+            ratios = " / ".join(f"{c['artifact_ratio'][layout]:.3f}x" for layout in LAYOUTS)
+            cells.append(f"{ratios} ({c['program_ratio']:.3f}x) / {c['floor_ratio']:.3f}x{mark} "
                          f"({f['impossible_layers']}/{f['layers']}) {c['verdict']}")
         table.add_row(*cells)
     return table
@@ -279,6 +309,20 @@ def render_breakdown(rows: list[dict]) -> Table:
     return table
 
 
+def render_peers(rows: list[dict]) -> Table:
+    table = Table(title="weight bytes x FP32 next to the peers (each against its own float input): edgekiln's "
+                        "smallest blob, onnxruntime quantize_static QDQ (per channel), a TFLite int8 flatbuffer")
+    for column in ("model", "edgekiln int8", "ORT int8", "TFLite int8", "edgekiln int4:g64 no guard", "ORT int4"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for r in rows:
+        ort, tflite = r["peers"]["onnxruntime"], r["peers"]["tflite_int8"]
+        ours = [min(r["configs"][label]["artifact_ratio"].values()) for label in ("int8", "int4:g64 no guard")]
+        table.add_row(r["model"], f"{ours[0]:.3f}x", f"{ort['QInt8'] / ort['fp32']:.3f}x",
+                      "-" if tflite is None else f"{tflite / r['fp32_bytes']:.3f}x",
+                      f"{ours[1]:.3f}x", f"{ort['QInt4'] / ort['fp32']:.3f}x")
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(all_models()))
@@ -288,6 +332,7 @@ def main() -> None:
     console.print(render(rows))
     console.print(render_breakdown(rows))
     console.print(render_artifact(rows))
+    console.print(render_peers(rows))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"bars": BARS, "rows": rows}, indent=2) + "\n")
     print(f"wrote {RESULTS}")

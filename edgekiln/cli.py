@@ -191,11 +191,16 @@ def prune_options(command):
                                                "edges of the .tflite) instead of int8.")
 @click.option("--cpu-tail", is_flag=True, help="edgetpu: split the ops the Edge TPU cannot run off the end of the "
                                                "model into cpu_tail.onnx (run it on the host after the .tflite).")
+@click.option("--weight-layout", type=click.Choice(["fast", "compact"]), default="fast", show_default=True,
+              help="arm_cpu: how the model blob stores int4 / ternary weights. fast: as the low-bit GEMM kernels "
+                   "read them (rows padded to 16-byte blocks); compact: the fewest bytes (flat int4, ternary five "
+                   "values per byte), unpacked into scratch per block at run time (ternary: about 5-10% more "
+                   "instructions on NEON cores).")
 @quant_options
 @prune_options
 def compile_command(model: Path, target_name: str, output: Path, input_shapes: tuple[str, ...], emit: str,
                     explain: bool, force: bool, toolchain: str | None, float_io: bool, cpu_tail: bool,
-                    quant: str | None,
+                    weight_layout: str, quant: str | None,
                     calib: str | None,
                     calib_method: str,
                     calib_samples: int | None, preprocess: str | None, weight_rules: tuple[str, ...],
@@ -225,7 +230,8 @@ def compile_command(model: Path, target_name: str, output: Path, input_shapes: t
     status = err_console.status(f"compiling {model.name} for {target_name}") if quantization is None else nullcontext()
     with status:
         result = compile_model(model, target_name, input_shapes=input_shapes, quantization=quantization,
-                               toolchain=toolchain, pruning=pruning, float_io=float_io, cpu_tail=cpu_tail)
+                               toolchain=toolchain, pruning=pruning, float_io=float_io, cpu_tail=cpu_tail,
+                               weight_layout=weight_layout)
     if explain:
         console.print(result.trace.render(), soft_wrap=True, markup=False)
     if emit == "onnx":

@@ -77,7 +77,7 @@ def test_weight_bytes_benchmark_counts_every_parameter():
     assert int8["artifact"]["compact"] == stored  # int8 weights have one layout
     channels = int8["bias_bytes"] // 4
     assert stored["quantized"] == int8["value_bytes"] and stored["bias"] == stored["multiplier"] == 4 * channels
-    assert stored["shift"] == program["shift"] // 4 and stored["row_sums"] == stored["ratio"] == stored["other"] == 0
+    assert stored["shift"] == program["shift"] // 4 and stored["ratio"] == stored["other"] == 0
     assert stored["total"] < program["total"]
     # floor: values + an int32 bias and a 32-bit scale per channel, one byte per channel under the blob
     assert int8["floor"]["floor_bytes"] == int8["value_bytes"] + 8 * channels == stored["total"] - stored["shift"]

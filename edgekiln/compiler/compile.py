@@ -52,11 +52,12 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto, target: str | Targ
                   input_shapes: Any = None, check_ops: bool = True, quantization: QuantOptions | None = None,
                   progress: bool = True, toolchain: str | None = None,
                   pruning: PruneOptions | None = None, float_io: bool = False,
-                  cpu_tail: bool = False) -> CompileResult:
+                  cpu_tail: bool = False, weight_layout: str = "fast") -> CompileResult:
     """Compile `model` for `target`; see `edgekiln.compile` for the user-facing wrapper."""
     from edgekiln import __version__
 
     target = target if isinstance(target, Target) else get_target(target)
+    _check_weight_layout(weight_layout, target)
     if target.backend == "edgetpu":  # int8 TFLite only: refuse a float / low-bit compile before any work
         from edgekiln.backends.edgetpu.backend import check_options
 
@@ -143,7 +144,8 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto, target: str | Targ
         for decision in sparse_decisions:
             if decision.reported:
                 trace.note(decision.describe())
-        files.update(lower_arm_cpu(program, target, {"toolchain": toolchain, "sparse_plan": sparse_plan}))
+        files.update(lower_arm_cpu(program, target, {"toolchain": toolchain, "sparse_plan": sparse_plan,
+                                                     "weight_layout": weight_layout}))
         runner = "arm_cpu"
     if target.backend == "edgetpu":  # the fully int8 model.tflite, run in LiteRT
         from edgekiln.backends.edgetpu.backend import lower as lower_edgetpu
@@ -166,6 +168,8 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto, target: str | Targ
         options["sparse_kernels"] = [d.to_manifest() for d in sparse_decisions if d.reported]
     if float_io:
         options["float_io"] = True
+    if target.backend == "arm_cpu":
+        options["weight_layout"] = weight_layout
     if tail_files:
         options["cpu_tail"] = "cpu_tail.onnx"
     manifest = build_manifest(model_name=model_name, model_sha256=model_hash, target=target, options=options,
@@ -186,6 +190,19 @@ def _load(model: str | os.PathLike | onnx.ModelProto, shapes: dict, trace: Expla
     path = Path(model)
     graph = load_model(path, shapes, trace)
     return path.name, sha256(path.read_bytes()), graph
+
+
+def _check_weight_layout(weight_layout: str, target: Target) -> None:
+    """`weight_layout` picks how the arm_cpu model blob stores low-bit weights: refuse an unknown
+    value, and a non-default one for a target that writes no blob, before any work."""
+    from edgekiln.backends.arm_cpu.blob_writer import WEIGHT_LAYOUTS
+
+    if weight_layout not in WEIGHT_LAYOUTS:
+        raise OptionError(f"--weight-layout {weight_layout!r} is not known; choose one of {', '.join(WEIGHT_LAYOUTS)}")
+    if weight_layout != "fast" and target.backend != "arm_cpu":
+        raise OptionError(f"--weight-layout {weight_layout} chooses how the arm_cpu model blob stores weights; target "
+                          f"{target.name} ({target.backend} backend) writes no blob (drop --weight-layout, or compile "
+                          "for an ARM target or 'host')")
 
 
 def _refuse_unsupported(graph: Graph, target: Target) -> None:

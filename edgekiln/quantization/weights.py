@@ -22,8 +22,9 @@ before the integers are computed, so a backend stores them as float16 without ch
 single result: per-group scales are as many as 1/g of the values, and at 4 bytes each they
 would cost int4:g64 a tenth of its size.
 
-Storage (`packed_weight_bytes`): int8 1 byte, int4 0.5 byte, ternary 2 bits (0.25 byte) per
-value, plus 4 bytes per per-channel float32 scale or 2 bytes per per-group float16 scale.
+Storage (`packed_weight_bytes`): int8 1 byte, int4 0.5 byte per value, ternary five values per
+byte (3^5 = 243 codes fit a byte: 1.6 bits per value, the arm_cpu blob's compact layout), plus
+4 bytes per per-channel float32 scale or 2 bytes per per-group float16 scale.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ INT4_QMAX = 7
 MIN_GROUP = 8
 MSE_RATIOS = tuple(np.linspace(1.0, 0.5, 11))  # 1.0, 0.95, ..., 0.5
 _BITS = {"fp32": 32, "int32": 32, "int8": 8, "int4": 4, "w4a16": 4, "ternary": 2}
+TERNARY_PER_BYTE = 5  # base-3 digits in a byte: 3^5 = 243 <= 256
 
 
 @dataclass(frozen=True)
@@ -204,7 +206,7 @@ def packed_weight_bytes(q: np.ndarray, precision: str) -> int:
     if kind not in _BITS:
         raise ValueError(f"unknown precision {precision!r}")
     size = int(np.size(q))
-    value_bytes = math.ceil(size * _BITS[kind] / 8)
+    value_bytes = -(-size // TERNARY_PER_BYTE) if kind == "ternary" else math.ceil(size * _BITS[kind] / 8)
     if kind in ("fp32", "int32"):
         return value_bytes
     group = group_size_of(precision)

@@ -52,7 +52,12 @@ def _seeds():
         "f32_layer_norm": one_call("LayerNormalization", [("x", f32(2, 3, 8), False), ("s", f32(8), True)], {"axis": -1}),
         "resize_bilinear": cases.resize_bilinear(rng, shape=(1, 2, 5, 6), out_hw=(7, 3)),
         "fc_float_output": cases.weight_float_output(rng, "QFullyConnected"),
+        # written with --weight-layout compact (COMPACT_SEEDS): ternary base-3, unpacked per task
+        "conv_ternary_compact": cases.conv(rng, c=5, o=7, hw=(6, 5), k=(3, 3), bits=2, group_size=15),
     }
+
+
+COMPACT_SEEDS = {"conv_ternary_compact"}
 
 
 SEEDS = _seeds()
@@ -65,7 +70,7 @@ def _fuzz(seconds: float, tmp_path) -> dict[str, str]:
     results = {}
     for k, (name, (program, _, _)) in enumerate(sorted(SEEDS.items())):
         path = tmp_path / f"{name}.blob"
-        path.write_bytes(write_blob(program))
+        path.write_bytes(write_blob(program, weight_layout="compact" if name in COMPACT_SEEDS else "fast"))
         proc = subprocess.run([str(fuzzer), str(path), str(seconds), str(k + 1)], capture_output=True, text=True, check=False,
                               env=env, timeout=seconds * 10 + 60)
         assert proc.returncode == 0, f"{name}: {proc.stdout}\n{proc.stderr[-4000:]}"

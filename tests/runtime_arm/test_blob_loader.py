@@ -47,7 +47,7 @@ def test_truncated(conv_case, length):
 def test_bad_magic_version_checksum_trailing(conv_case):
     program, feeds, blob = conv_case
     _refused(program, feeds, b"\x7fELF" + blob[4:], "not an edgekiln model blob")
-    _refused(program, feeds, BlobView(blob).put(8, "<I", 1).sealed(), "format version 1; this runtime reads version 2")
+    _refused(program, feeds, BlobView(blob).put(8, "<I", 1).sealed(), "format version 1; this runtime reads version 3")
     flipped = bytearray(blob)
     flipped[-70] ^= 0x10  # a constant byte
     _refused(program, feeds, bytes(flipped), "checksum mismatch")

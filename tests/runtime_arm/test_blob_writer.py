@@ -32,7 +32,7 @@ def test_every_op_code_has_a_c_kernel_and_the_header_is_parsed_whole():
     parsed = sum(len(getattr(op_codes, g)) for g in ("BLOB", "SECTION", "DT", "STORE", "PACK", "ATYPE", "ATTR", "OP",
                                                      "FN", "STEP", "REDUCE", "POOL", "SPARSE", "BLOCK", "STATUS")) + 1
     assert parsed == len(defines)
-    assert op_codes.BLOB["VERSION"] == 2 and op_codes.MAX_RANK == 6
+    assert op_codes.BLOB["VERSION"] == 3 and op_codes.MAX_RANK == 6
 
 
 def test_header_sections_and_crc():
@@ -40,7 +40,7 @@ def test_header_sections_and_crc():
     blob = write_blob(program)
     assert blob[:8] == MAGIC
     version, header, total, crc, flags = struct.unpack_from("<IIQII", blob, 8)
-    assert (version, header, total, flags) == (2, 192, len(blob), 0)
+    assert (version, header, total, flags) == (3, 192, len(blob), 0)
     assert crc == zlib.crc32(blob[32:])
     view = BlobView(blob)
     offsets = [o for o, _ in view.sections]

@@ -35,11 +35,13 @@ def target_arch(target: Any) -> str:
 
 
 def lower(program: Program, target: Any, options: Mapping[str, Any] | None = None) -> dict[str, bytes]:
-    """The backend files for `program` on `target`; `options["toolchain"]` picks the C compiler."""
+    """The backend files for `program` on `target`; `options["toolchain"]` picks the C compiler,
+    `options["weight_layout"]` ("fast" | "compact") the low-bit weight layout (blob_writer.py)."""
     options = options or {}
     # first: an unsupported op is reported before any build; `sparse_plan` (call -> sparse
     # weight format, from edgekiln.pruning.sparsity_kernels) picks the layers run sparse
-    blob = write_blob(program, options.get("sparse_plan"), tuple(getattr(target, "features", ())))
+    blob = write_blob(program, options.get("sparse_plan"), tuple(getattr(target, "features", ())),
+                      options.get("weight_layout") or "fast")
     toolchain = find_toolchain(target_arch(target), options.get("toolchain"))
     runner = build_program(toolchain)
     config = {

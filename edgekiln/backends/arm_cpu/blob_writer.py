@@ -5,7 +5,7 @@ Layout (all little-endian; the numbers come from `runtime_arm/include/ek_ops.h` 
 
     header, 192 bytes
       0  magic "\\x89EKBLOB\\n"            24  u32 CRC-32 (zlib) of bytes [32, total)
-      8  u32 format version (1)            28  u32 flags (0)
+      8  u32 format version (3)            28  u32 flags (0)
      12  u32 header bytes (192)            32  u32 tensors, calls, inputs, outputs (4 x u32)
      16  u64 total bytes                   48  u64 arena bytes, u64 scratch bytes per thread
      64  8 section entries (u64 offset, u64 size), in file order:
@@ -25,7 +25,8 @@ Layout (all little-endian; the numbers come from `runtime_arm/include/ek_ops.h` 
     constants   each constant at a multiple of 64; int4 / ternary weights that only GEMMs read
                 K-blocked as the GEMM kernels read them (`weight_packing.py`), other int4 /
                 ternary weights packed exactly as Program files pack them
-                (`program.pack_low_bit`), everything else raw
+                (`program.pack_low_bit`), everything else raw.  weight_layout "compact":
+                no K-blocking, and ternary tensors five values per byte (`ternary_base3.py`)
 
 Every section starts at a multiple of 64 and is zero-padded.  The writer is deterministic:
 tensors are numbered in order of first use (inputs, outputs, then call operands in call
@@ -40,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekiln.backends.arm_cpu import op_codes, weight_packing
+from edgekiln.backends.arm_cpu import op_codes, ternary_base3, weight_packing
 from edgekiln.backends.arm_cpu.call_encoding import OUTPUT_ALIAS_PREFIX, encode_program
 from edgekiln.backends.arm_cpu.encode_context import (
     BlobCall,
@@ -68,11 +69,19 @@ class _Strings:
         return self.offsets[text]
 
 
-def write_blob(program: Program, sparse_plan: dict[str, dict] | None = None, features: tuple[str, ...] = ()) -> bytes:
+WEIGHT_LAYOUTS = ("fast", "compact")
+
+
+def write_blob(program: Program, sparse_plan: dict[str, dict] | None = None, features: tuple[str, ...] = (),
+               weight_layout: str = "fast") -> bytes:
     """The blob of `program` (see the module docstring); refuses what the runtime cannot run.
     `sparse_plan` maps call names to the sparse weight format to run them with (encode_sparse.py);
-    `features` are the target's ISA features, which pick the GEMM weight layouts (weight_packing.py)."""
-    calls, ctx = encode_program(program, sparse_plan, features)
+    `features` are the target's ISA features, which pick the GEMM weight layouts (weight_packing.py);
+    `weight_layout` "fast" stores low-bit GEMM weights as their kernels read them, "compact" in the
+    fewest bytes (flat int4, base-3 ternary), unpacked per task at run time."""
+    if weight_layout not in WEIGHT_LAYOUTS:
+        raise ValueError(f"weight_layout {weight_layout!r}: expected one of {', '.join(WEIGHT_LAYOUTS)}")
+    calls, ctx = encode_program(program, sparse_plan, features, weight_layout)
     return _BlobLayout(program, ctx, calls).serialize()
 
 
@@ -145,6 +154,8 @@ class _BlobLayout:
                     packing = PK["INT4"] if spec.quant.bits == 4 else PK["INT2"]
                     if name in self.ctx.gemm_weights:
                         packing = weight_packing.PACKING_CODES[spec.quant.bits]
+                    elif self._base3(spec, value):
+                        data, packing = ternary_base3.pack_base3(value), PK["INT2_B3"]
                 elif name in self.ctx.paired_weights:
                     data, packing = weight_packing.pack_i8_pairs(value), PK["I8_PAIRS8"]
                 constants += b"\0" * (align64(len(constants)) - len(constants))
@@ -159,6 +170,11 @@ class _BlobLayout:
             table += struct.pack("<4BI6qQQfi8x", op_codes.DTYPE_CODES[spec.dtype], len(spec.shape), storage, packing,
                                  strings.add(name), *dims, offset, nbytes, scale, zero)
         return bytes(table), bytes(constants)
+
+    def _base3(self, spec: TensorSpec, value: np.ndarray) -> bool:
+        """compact layout: 2-bit tensors base-3, five values per byte; a 2-bit tensor holding -2
+        (not ternary: no quantizer writes one) keeps the 2-bit flat packing."""
+        return self.ctx.weight_layout == "compact" and spec.quant.bits == 2 and ternary_base3.is_ternary(value)
 
     @staticmethod
     def _constant_bytes(spec: TensorSpec, value: np.ndarray, gemm_layout: bool = False) -> bytes:
@@ -199,4 +215,4 @@ def _attr_values(value: Any) -> tuple[int, list]:
     return AT["INT"], [int(v) for v in values]
 
 
-__all__ = ["MAGIC", "write_blob"]
+__all__ = ["MAGIC", "WEIGHT_LAYOUTS", "write_blob"]

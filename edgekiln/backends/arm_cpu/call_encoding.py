@@ -32,8 +32,8 @@ def supported_ops() -> list[str]:
 
 
 def encode_program(program: Program, sparse_plan: dict[str, dict] | None = None,
-                   features: tuple[str, ...] = ()) -> tuple[list[BlobCall], EncodeContext]:
-    ctx = EncodeContext(program, sparse_plan, features)
+                   features: tuple[str, ...] = (), weight_layout: str = "fast") -> tuple[list[BlobCall], EncodeContext]:
+    ctx = EncodeContext(program, sparse_plan, features, weight_layout)
     calls: list[BlobCall] = []
     for call in program.calls:
         encoder = ENCODERS.get(call.op)

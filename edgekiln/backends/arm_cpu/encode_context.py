@@ -4,8 +4,8 @@ the `BlobCall` each Program call becomes.
 A `BlobCall` is one runtime call: an op code (`op_codes.OP`), operand tensor names (`None`
 for an absent optional operand), attributes keyed by `op_codes.ATTR` code, and the per-thread
 scratch bytes its kernel needs (the same formula as the kernel's `prepare` in C, which
-checks that the blob reserves at least that much).  Derived constants (weight row sums,
-index tables, pre-transposed weights, folded BatchNorm scales) get fresh names and are
+checks that the blob reserves at least that much).  Derived constants (folded biases, int8
+shifts, index tables, pre-transposed weights, folded BatchNorm scales) get fresh names and are
 written into the blob next to the Program's own constants.
 """
 
@@ -42,7 +42,7 @@ class EncodeContext:
     """The Program being encoded plus the constants the encoders add to it."""
 
     def __init__(self, program: Program, sparse_plan: dict[str, dict] | None = None,
-                 features: tuple[str, ...] = ()) -> None:
+                 features: tuple[str, ...] = (), weight_layout: str = "fast") -> None:
         self.program = program
         # call name -> sparse weight format chosen by the compiler (encode_sparse.py)
         self.sparse_plan = dict(sparse_plan or {})
@@ -54,6 +54,10 @@ class EncodeContext:
         # pre-paired for smmla when it has i8mm (weight_packing.py)
         self.features = tuple(features)
         self.paired_weights: set[str] = set()
+        # "fast": GEMM weights in the layout their kernel reads in place (above); "compact": the
+        # fewest bytes: int4 GEMM weights flat (no K-block padding, unpacked per task), every
+        # ternary tensor base-3 (ternary_base3.py); compile --weight-layout
+        self.weight_layout = weight_layout
 
     def spec(self, name: str) -> TensorSpec:
         if name in self.derived:

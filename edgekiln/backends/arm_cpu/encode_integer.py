@@ -2,9 +2,11 @@
 
 Each returns the `BlobCall`s for one Program call.  What the runtime needs beyond the
 Program is computed here, once: the per-channel epilogue constants in their compact blob form
-(`_epilogue_operands`: the input zero point folded into the bias of GEMM calls, int8 shifts,
-16-bit group ratios), the layout of GEMM weights (K-blocked int4 / ternary, pre-paired int8 on
-i8mm targets: weight_packing.py), and the index tables of QResizeNearest and QPad
+(`_epilogue_operands`: the input zero point folded into the bias of GEMM calls by
+`folded_bias`, which the fused inverted-residual block's expand and project stages use too;
+every shift as int8, `int8_shifts`; 16-bit group ratios), the layout of GEMM weights
+(K-blocked int4 / ternary, pre-paired int8 on i8mm targets: weight_packing.py), and the index
+tables of QResizeNearest and QPad
 (QResizeBilinear's tap tables go in as they are).  Scratch sizes follow the C kernels'
 `prepare` exactly.
 
@@ -54,16 +56,14 @@ def _epilogue_operands(ctx: EncodeContext, call: KernelCall, weights: np.ndarray
     compact form (module docstring): the bias folded with zp_x·rowsum on the GEMM path, the shift as
     int8 (31 + shift ∈ [1, 62]), the Q16 group ratio as uint16 `ratio − 1` when no ratio is 0.
     A float output passes its float32 output_scale in the multiplier's place and has no shift."""
-    _, _, bias_name, mult, shift, ratio_name = _inputs(call, 6)
+    _, _, bias_name, mult, _, ratio_name = _inputs(call, 6)
     bias = ctx.need_const(call, 2, "bias").astype(np.int64).reshape(-1)
     zx = int(call.attrs["input_zero_point"])
     ratio = ctx.const(ratio_name)
     if depthwise:
         folded_name = bias_name
     elif ratio is None:
-        folded = bias - zx * _weight_row_sums(ctx, call, weights, 0).astype(np.int64)
-        fits = folded.min(initial=0) >= np.iinfo(np.int32).min and folded.max(initial=0) <= np.iinfo(np.int32).max
-        folded_name = ctx.derive(call, "folded_bias", folded.astype(np.int32 if fits else np.int64))
+        folded_name = folded_bias(ctx, call, bias, zx, weights, "folded_bias")
     else:
         sums = _weight_row_sums(ctx, call, weights, group_size).astype(np.int64)
         ratios = ratio.reshape(sums.shape).astype(np.int64)
@@ -73,11 +73,25 @@ def _epilogue_operands(ctx: EncodeContext, call: KernelCall, weights: np.ndarray
         ratio_name = ctx.derive(call, "group_ratio_minus_one", (ratio.astype(np.int64) - 1).astype(np.uint16))
     if call.attrs.get("float_output"):
         return [folded_name, mult, None, None]
-    shift = ctx.need_const(call, 4, "shift")
+    return [folded_name, mult, int8_shifts(ctx, call, 4, "shift"), ratio_name]
+
+
+def folded_bias(ctx: EncodeContext, call: KernelCall, bias: np.ndarray, zx: int, weights: np.ndarray,
+                what: str) -> str:
+    """`bias − zx·rowsum` of a per-channel GEMM stage (module docstring) as a new constant named
+    `what`: int32, or int64 when some value leaves int32."""
+    folded = bias.astype(np.int64).reshape(-1) - zx * _weight_row_sums(ctx, call, weights, 0).astype(np.int64)
+    fits = folded.min(initial=0) >= np.iinfo(np.int32).min and folded.max(initial=0) <= np.iinfo(np.int32).max
+    return ctx.derive(call, what, folded.astype(np.int32 if fits else np.int64))
+
+
+def int8_shifts(ctx: EncodeContext, call: KernelCall, index: int, what: str) -> str:
+    """The per-channel (or per-count) shift constant at input `index` as int8: every requantize
+    shift is in [-30, 31] (31 + shift in [1, 62], requantize.py), which the loader checks again."""
+    shift = ctx.need_const(call, index, what)
     if shift.size and (shift.min() < -30 or shift.max() > 31):
-        raise ctx.fail(call, "a shift outside [-30, 31] (31 + shift must be in [1, 62], requantize.py)")
-    shift_name = ctx.derive(call, "shift_int8", shift.astype(np.int8))
-    return [folded_name, mult, shift_name, ratio_name]
+        raise ctx.fail(call, f"a {what} outside [-30, 31] (31 + shift must be in [1, 62], requantize.py)")
+    return ctx.derive(call, f"{what.replace(' ', '_')}_int8", shift.astype(np.int8))
 
 
 def _clamp_and_zero_points(a: dict) -> dict[int, int]:
@@ -100,10 +114,12 @@ def _gemm_layout(ctx: EncodeContext, w: str, rows: int) -> None:
     """GEMM weights go into the blob in the layout their kernel reads in place (weight_packing.py):
     int4 / ternary K-blocked for the low-bit GEMMs; int8 pre-paired for smmla on i8mm targets when
     the call multiplies more than one row (a GEMV reads plain rows with fewer instructions).  The
-    runtime's other readers (ek_unpack_int8, other ISAs) read every layout."""
+    runtime's other readers (ek_unpack_int8, other ISAs) read every layout.  `--weight-layout
+    compact` keeps int4 / ternary weights flat instead (fewer bytes; unpacked per task)."""
     spec = ctx.spec(w)
     if is_packed(spec):
-        ctx.gemm_weights.add(w)
+        if ctx.weight_layout != "compact":
+            ctx.gemm_weights.add(w)
     elif spec.dtype == "int8" and "i8mm" in ctx.features and rows > 1:
         ctx.paired_weights.add(w)
 
@@ -117,10 +133,12 @@ def _gemm_scratch(ctx: EncodeContext, w: str, rows_p: int, kg: int, og: int, fc:
     size += align64(pb * ocb * 4)
     spec = ctx.spec(w)
     # a block of weight rows is unpacked into scratch when the kernel cannot read them in place:
-    # K-blocked int4 / ternary whose K groups start inside a block (qconv.c lowbit_in_place), and
-    # pre-paired int8 whenever the run-time ISA is not i8mm (qconv.c paired_in_place)
+    # flat int4 / ternary (--weight-layout compact), K-blocked int4 / ternary whose K groups start
+    # inside a block (qconv.c lowbit_in_place), and pre-paired int8 whenever the run-time ISA is
+    # not i8mm (qconv.c paired_in_place)
     split_groups = is_packed(spec) and ratio and group_size % weight_packing.weights_per_block(spec.quant.bits) != 0
-    if split_groups or w in ctx.paired_weights:
+    flat = is_packed(spec) and w not in ctx.gemm_weights
+    if flat or split_groups or w in ctx.paired_weights:
         size += align64(ocb * kg)
     if ratio:
         size += align64(pb * ocb * 8)
@@ -183,7 +201,9 @@ def qfully_connected(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
 
 
 def qconv_transpose(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
-    x, w, bias, mult, shift, ratio = _inputs(call, 6)
+    """x, w, bias (int32, the layer's own: the kernel subtracts zp per input pixel), multiplier,
+    shift (int8), [channel_ratio]."""
+    x, w, bias, mult, _, ratio = _inputs(call, 6)
     a = call.attrs
     _, _, kh, kw = ctx.shape(w)
     _, _, ho, wo = ctx.shape(call.outputs[0])
@@ -191,7 +211,7 @@ def qconv_transpose(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
              A["PADS"]: a.get("pads", [0, 0, 0, 0]), A["GROUP"]: a.get("group", 1),
              A["OUTPUT_PADDING"]: a.get("output_padding", [0, 0]), A["INPUT_ZP"]: a["input_zero_point"],
              A["OUTPUT_ZP"]: a["output_zero_point"], A["ACC_FRAC_BITS"]: a.get("acc_frac_bits", 0), **_clamp(a)}
-    operands = [x, w, bias, mult, shift] + ([ratio] if ratio else [])
+    operands = [x, w, bias, mult, int8_shifts(ctx, call, 4, "shift")] + ([ratio] if ratio else [])
     _, _, h, w_in = ctx.shape(x)
     # the int64 output plane and the weights, plus the int32 per-tap planes of the fast path
     scratch = align64(ho * wo * 8) + align64(kh * kw) + align64(kh * kw * h * w_in * 4)
@@ -255,11 +275,13 @@ def dequantize_weight(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
 
 
 def qaverage_pool(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
+    """x, multipliers int32 [kh·kw + 1], shifts int8 [kh·kw + 1] (indexed by the count averaged)."""
     a = call.attrs
     attrs = {A["KERNEL"]: a["kernel_shape"], A["STRIDES"]: a.get("strides", [1, 1]), A["PADS"]: a.get("pads", [0, 0, 0, 0]),
              A["COUNT_INCLUDE_PAD"]: int(a.get("count_include_pad", 0)), A["INPUT_ZP"]: a["input_zero_point"],
              A["OUTPUT_ZP"]: a["output_zero_point"]}
-    return [BlobCall(call.name, OP["QAVERAGE_POOL"], list(call.inputs[:3]), [call.outputs[0]], attrs)]
+    operands = [call.inputs[0], call.inputs[1], int8_shifts(ctx, call, 2, "shifts")]
+    return [BlobCall(call.name, OP["QAVERAGE_POOL"], operands, [call.outputs[0]], attrs)]
 
 
 def qreduce_mean(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
@@ -357,16 +379,24 @@ def inverted_residual_scratch(cin: int, h_w: tuple[int, int], ce: int, co: int, 
 
 
 def qinverted_residual(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
-    """QInvertedResidual (compiler/fused_block_lowering.py): the three parts' operands plus the
-    expand and project weight row sums; per-stage zero points and clamps as 3-value attributes."""
+    """QInvertedResidual (compiler/fused_block_lowering.py): 13 operands, x then per stage (expand,
+    depthwise, project) weight, bias, multiplier, shift (int8).  The expand and project stages are
+    1x1 GEMMs without padding: their biases are folded with the stage's input zero point like a
+    plain QConv2D's (module docstring); the depthwise stage keeps its plain bias (its loop
+    subtracts zp per tap).  Per-stage zero points and clamps as 3-value attributes."""
     expand, depthwise, project = (part["attrs"] for part in call.attrs["parts"])
     x, y = call.inputs[0], call.outputs[0]
-    w_e, w_d, w_p = (ctx.need_const(call, i, f"{what} weight") for i, what in ((1, "expand"), (5, "depthwise"),
-                                                                               (9, "project")))
-    sums_e = ctx.derive(call, "expand_row_sums", _weight_row_sums(ctx, call, w_e, 0))
-    sums_p = ctx.derive(call, "project_row_sums", _weight_row_sums(ctx, call, w_p, 0))
-    inputs = [x, *call.inputs[1:5], sums_e, *call.inputs[5:9], *call.inputs[9:13], sums_p]
     stages = (expand, depthwise, project)
+    inputs, weights = [x], []
+    for k, (stage, attrs) in enumerate(zip(("expand", "depthwise", "project"), stages)):
+        first = 1 + 4 * k  # the stage's weight, bias, multiplier, shift
+        w_name, bias_name, mult_name = call.inputs[first:first + 3]
+        weights.append(ctx.need_const(call, first, f"{stage} weight"))
+        if stage != "depthwise":
+            bias_name = folded_bias(ctx, call, ctx.need_const(call, first + 1, f"{stage} bias"),
+                                    int(attrs["input_zero_point"]), weights[-1], f"{stage}_folded_bias")
+        inputs += [w_name, bias_name, mult_name, int8_shifts(ctx, call, first + 3, f"{stage} shift")]
+    w_e, w_d, _ = weights
     attrs = {A["STRIDES"]: depthwise.get("strides", [1, 1]), A["DILATIONS"]: depthwise.get("dilations", [1, 1]),
              A["PADS"]: depthwise.get("pads", [0, 0, 0, 0]),
              A["INPUT_ZP"]: [a["input_zero_point"] for a in stages],

@@ -12,7 +12,10 @@ two's complement fields, zeros past K (`runtime_arm/include/ek_gemm.h`, "Low-bit
 One 16-byte load and one or two shifts give 16 int8 lanes on every ISA (NEON shl + sshr,
 AVX2 on the sign-extended int16 lanes), so the same bytes serve every path the runtime may
 pick at run time (`--isa`); no path needs a layout of its own, and nothing is expanded to int8
-in memory.  The blob marks such tensors with `EK_PACK_INT4_K32` / `EK_PACK_INT2_K64`.
+in memory.  The blob marks such tensors with `EK_PACK_INT4_K32` / `EK_PACK_INT2_K64`.  This is
+`--weight-layout fast` (the default); `compact` trades the block padding away: int4 GEMM weights
+stay flat (`program.pack_low_bit`) and ternary tensors go base-3 (`ternary_base3.py`), and the
+runtime unpacks a block of rows into scratch per task and runs the int8 GEMM.
 
 int8 GEMM weights are read as plain rows by the NEON, dotprod, AVX2 and portable kernels; the
 i8mm kernel's smmla operand is two rows' 8-byte slices side by side, so for targets with i8mm

@@ -12,7 +12,7 @@
 #define EK_OPS_H
 
 /* -- format ------------------------------------------------------------------------------ */
-#define EK_BLOB_VERSION 2        /* 2: compact weight-kernel operands (BLOB_FORMAT.md, Versioning) */
+#define EK_BLOB_VERSION 3        /* 3: base-3 ternary packing; 2: compact weight-kernel operands (BLOB_FORMAT.md, Versioning) */
 #define EK_BLOB_HEADER_BYTES 192 /* fixed prefix (32) + counts (32) + 8 section entries (128) */
 #define EK_BLOB_PREFIX_BYTES 32  /* magic, version, header size, total size, crc, flags */
 #define EK_BLOB_TENSOR_BYTES 88  /* one tensor table entry */
@@ -53,6 +53,7 @@
 #define EK_PACK_INT4_K32 3       /* GEMM weights, int4: per row (dim 0) K-blocks of 32 in 16 bytes (ek_gemm.h) */
 #define EK_PACK_INT2_K64 4       /* GEMM weights, ternary: per row (dim 0) K-blocks of 64 in 16 bytes (ek_gemm.h) */
 #define EK_PACK_I8_PAIRS8 5      /* GEMM weights, int8, for smmla: row pairs interleaved per 8 bytes of K (ek_gemm.h) */
+#define EK_PACK_INT2_B3 6        /* ternary, --weight-layout compact: five values per byte, base 3 (src/ternary_base3.h) */
 
 /* -- attributes -------------------------------------------------------------------------- */
 #define EK_ATYPE_INT 1           /* values are int64 */

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "ek_internal.h"
+#include "ternary_base3.h"
 
 static const uint8_t MAGIC[8] = {0x89, 'E', 'K', 'B', 'L', 'O', 'B', '\n'};
 
@@ -143,6 +144,7 @@ static int parse_tensors(ek_model *m, const section *sec, uint64_t arena_bytes, 
         uint64_t expect = (uint64_t)t->count * t->elem_size;
         if (t->packing == EK_PACK_INT4) expect = ((uint64_t)t->count + 1) / 2;
         else if (t->packing == EK_PACK_INT2) expect = ((uint64_t)t->count + 3) / 4;
+        else if (t->packing == EK_PACK_INT2_B3) expect = ek_base3_bytes((uint64_t)t->count);
         else if (t->packing == EK_PACK_INT4_K32 || t->packing == EK_PACK_INT2_K64) {
             /* K-blocked GEMM rows (ek_gemm.h): dims[0] rows of ceil(K / per-block) 16-byte blocks */
             const int64_t rows = t->rank ? t->dims[0] : 1, k = rows ? t->count / rows : 0;
@@ -172,6 +174,14 @@ static int parse_tensors(ek_model *m, const section *sec, uint64_t arena_bytes, 
                                "%llu-byte constants section or misaligned", i, t->name,
                                (unsigned long long)t->offset, t->nbytes, (unsigned long long)cs->size);
             t->cdata = m->blob + cs->offset + t->offset;
+            if (t->packing == EK_PACK_INT2_B3) {
+                /* a byte above 242 is no five base-3 digits: checking every byte once here (O(n))
+                 * lets the per-task decode index its 243-row table without a branch */
+                const int64_t bad = ek_base3_first_invalid(t->cdata, t->nbytes);
+                if (bad >= 0)
+                    return ek_fail(e, EK_STATUS_CORRUPT, "tensor %u '%s': base-3 packed byte %lld is %u, above %d",
+                                   i, t->name, (long long)bad, t->cdata[bad], EK_BASE3_MAX_BYTE);
+            }
             break;
         case EK_STORE_INPUT:
         case EK_STORE_OUTPUT: {

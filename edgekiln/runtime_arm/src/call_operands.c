@@ -150,10 +150,9 @@ int ek_attr_float(const ek_call *c, int key, int required, double def, double *o
 
 int ek_check_shifts(const ek_tensor *t, const ek_call *c, ek_err *e) {
     if (!t->cdata) return ek_bad(e, c, "shift operand '%s' must be a constant", t->name);
-    if (t->dtype != EK_DT_INT32 && t->dtype != EK_DT_INT8)
-        return ek_bad(e, c, "shift operand '%s' must be int8 or int32", t->name);
+    if (t->dtype != EK_DT_INT8) return ek_bad(e, c, "shift operand '%s' must be int8", t->name);
     for (int64_t i = 0; i < t->count; i++) {
-        const int32_t s = t->dtype == EK_DT_INT8 ? ((const int8_t *)t->cdata)[i] : ((const int32_t *)t->cdata)[i];
+        const int32_t s = ((const int8_t *)t->cdata)[i];
         if (s < -30 || s > 31) return ek_bad(e, c, "shift[%lld] = %d: 31 + shift outside [1, 62]", (long long)i, s);
     }
     return EK_STATUS_OK;

@@ -188,8 +188,8 @@ uint32_t ek_crc32(const uint8_t *data, size_t n);
 void ek_unpack_int8(const ek_tensor *t, const uint8_t *data, int64_t first, int64_t count, int8_t *dst);
 /* Bits per weight of a K-blocked GEMM packing (EK_PACK_INT4_K32: 4, EK_PACK_INT2_K64: 2), else 0. */
 int ek_packing_bits(int packing);
-/* Checks a constant of per-channel shifts (int8, or int32 where a kernel reads that): 31 + shift in
- * [1, 62] for every entry.  The caller checks which of the two dtypes its kernel reads. */
+/* Checks a constant of per-channel shifts: int8 (every kernel reads them so since blob format 3),
+ * 31 + shift in [1, 62] for every entry. */
 int ek_check_shifts(const ek_tensor *t, const ek_call *c, ek_err *e);
 size_t ek_dtype_size(int dtype);
 

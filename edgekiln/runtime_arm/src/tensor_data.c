@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "ek_internal.h"
+#include "ternary_base3.h"
 
 size_t ek_dtype_size(int dtype) {
     switch (dtype) {
@@ -76,6 +77,9 @@ int ek_packing_bits(int packing) {
     return packing == EK_PACK_INT4_K32 ? 4 : packing == EK_PACK_INT2_K64 ? 2 : 0;
 }
 
+/* a two's-complement nibble (0..15) as int8 */
+static inline int8_t ek_nibble_s8(unsigned v) { return (int8_t)((int)v - (int)((v & 8) << 1)); }
+
 void ek_unpack_int8(const ek_tensor *t, const uint8_t *data, int64_t first, int64_t count, int8_t *dst) {
     if (t->packing == EK_PACK_NONE) {
         memcpy(dst, data + first, (size_t)count);
@@ -100,12 +104,19 @@ void ek_unpack_int8(const ek_tensor *t, const uint8_t *data, int64_t first, int6
         }
         return;
     }
-    if (t->packing == EK_PACK_INT4) {
-        for (int64_t i = 0; i < count; i++) {
-            int64_t k = first + i;
-            int v = (data[k >> 1] >> (4 * (k & 1))) & 0xF;
-            dst[i] = (int8_t)(v >= 8 ? v - 16 : v);
+    if (t->packing == EK_PACK_INT2_B3) { /* ternary, five values per byte (--weight-layout compact) */
+        ek_unpack_base3(data, first, count, dst);
+        return;
+    }
+    if (t->packing == EK_PACK_INT4) { /* byte by byte: flat int4 GEMM weights are unpacked per task */
+        const uint8_t *src = data + (first >> 1);
+        int64_t i = 0;
+        if ((first & 1) && count > 0) dst[i++] = ek_nibble_s8(*src++ >> 4);
+        for (; i + 1 < count; i += 2, src++) {
+            dst[i] = ek_nibble_s8(*src & 0xF);
+            dst[i + 1] = ek_nibble_s8(*src >> 4);
         }
+        if (i < count) dst[i] = ek_nibble_s8(*src & 0xF);
         return;
     }
     for (int64_t i = 0; i < count; i++) {

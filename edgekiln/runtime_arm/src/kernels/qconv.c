@@ -34,6 +34,7 @@
 
 #include "../ek_internal.h"
 #include "ek_requant.h"
+#include "ek_requant_attrs.h"
 #include "ek_simd.h"
 #include "ek_transpose.h"
 #include "qdepthwise_rows.h"
@@ -144,7 +145,6 @@ static int check_epilogue(const qconv_params *p, const ek_call *c, ek_err *e) {
 
 static int prepare_common(ek_model *m, ek_call *c, qconv_params *p, ek_err *e) {
     int rc;
-    int64_t v;
     p->bias = ek_input(m, c, 2);
     p->mult = ek_input(m, c, 3);
     p->shift = ek_input(m, c, 4);
@@ -152,15 +152,9 @@ static int prepare_common(ek_model *m, ek_call *c, qconv_params *p, ek_err *e) {
     if (p->y->dtype != EK_DT_INT8 && p->y->dtype != EK_DT_FLOAT32)
         return ek_bad(e, c, "output '%s' must be int8 (or float32: a float output)", p->y->name);
     p->float_out = p->y->dtype == EK_DT_FLOAT32;
-    if ((rc = ek_attr_int(c, EK_ATTR_INPUT_ZP, 1, 0, -128, 127, &v, e))) return rc;
-    p->zx = (int32_t)v;
-    if ((rc = ek_attr_int(c, EK_ATTR_OUTPUT_ZP, !p->float_out, 0, -128, 127, &v, e))) return rc;
-    p->zy = (int32_t)v;
-    if ((rc = ek_attr_int(c, EK_ATTR_ACT_MIN, 0, -128, -128, 127, &v, e))) return rc;
-    p->lo = (int32_t)v;
-    if ((rc = ek_attr_int(c, EK_ATTR_ACT_MAX, 0, 127, -128, 127, &v, e))) return rc;
-    p->hi = (int32_t)v;
-    if (p->lo > p->hi) return ek_bad(e, c, "act_min %d > act_max %d", p->lo, p->hi);
+    ek_requant_attrs rq;
+    if ((rc = ek_read_requant_attrs(c, 1, p->float_out, &rq, e))) return rc;
+    p->zx = rq.zx; p->zy = rq.zy; p->lo = rq.lo; p->hi = rq.hi;
     if ((rc = ek_attr_int(c, EK_ATTR_GROUP_SIZE, 0, 0, 0, p->Kg, &p->gs, e))) return rc;
     if ((rc = ek_attr_int(c, EK_ATTR_ACC_FRAC_BITS, 0, 0, 0, 16, &p->frac, e))) return rc;
     if ((p->gs > 0) != (p->ratio != NULL)) return ek_bad(e, c, "group_size and group_ratio come together");

@@ -29,6 +29,7 @@
 
 #include "../ek_internal.h"
 #include "ek_requant.h"
+#include "ek_requant_attrs.h"
 #include "ek_simd.h"
 
 typedef struct {
@@ -38,7 +39,8 @@ typedef struct {
     /* the GEMM path (module docstring); pb = 0: not taken */
     int64_t pb, pblocks, nk; /* input pixels per task, tasks per image and group, Og·kh·kw */
     int8_t *wt;              /* [G][nk][Cg] transposed weights */
-    int32_t *add, *mt, *st;  /* per GEMM column (g, o, t): bias − zx·Σ_c w, multiplier, shift */
+    int32_t *add, *mt;       /* per GEMM column (g, o, t): bias − zx·Σ_c w, multiplier */
+    int8_t *st;              /* per GEMM column: shift */
 } qconvt_params;
 
 typedef struct {
@@ -47,7 +49,9 @@ typedef struct {
     ek_gemm_s8_fn gemm;
     const int8_t *x;
     const uint8_t *w;
-    const int32_t *bias, *mult, *shift, *ratio;
+    const int32_t *bias, *mult;
+    const int8_t *shift; /* int8 in the blob (31 + shift in [1, 62]) */
+    const int32_t *ratio;
     int8_t *y;
 } qconvt_run;
 
@@ -59,8 +63,8 @@ typedef struct {
  * why this may move the params: it returns them. */
 static qconvt_params *plan_gemm(ek_call *c, qconvt_params *p, const int64_t *op) {
     const int64_t kk = p->kh * p->kw, nk = p->Og * kk;
-    const int32_t *bias = (const int32_t *)p->bias->cdata, *mult = (const int32_t *)p->mult->cdata,
-                  *shift = (const int32_t *)p->shift->cdata;
+    const int32_t *bias = (const int32_t *)p->bias->cdata, *mult = (const int32_t *)p->mult->cdata;
+    const int8_t *shift = (const int8_t *)p->shift->cdata;
     if (p->ratio || p->frac || p->w->packing != EK_PACK_NONE || !p->w->cdata || !bias || !mult || !shift || p->dh != 1 ||
         p->dw != 1 || p->sh != p->kh || p->sw != p->kw || op[0] || op[1] || p->Ho + p->pt > p->sh * p->H ||
         p->Wo + p->pl > p->sw * p->W)
@@ -75,13 +79,13 @@ static qconvt_params *plan_gemm(ek_call *c, qconvt_params *p, const int64_t *op)
     for (int64_t o = 0; o < p->O; o++)
         if (p->Cg * 32640 + (bias[o] < 0 ? -(int64_t)bias[o] : bias[o]) >= ((int64_t)1 << 31)) return p;
     const size_t cols = (size_t)(p->G * nk), head = ek_align64(sizeof *p);
-    qconvt_params *q = realloc(p, head + cols * 12 + cols * (size_t)p->Cg);
+    qconvt_params *q = realloc(p, head + cols * 9 + cols * (size_t)p->Cg);
     if (!q) return p; /* the tap-plane path needs no memory */
     c->params = q;
     q->add = (int32_t *)((uint8_t *)q + head);
     q->mt = q->add + cols;
-    q->st = q->mt + cols;
-    q->wt = (int8_t *)(q->st + cols);
+    q->st = (int8_t *)(q->mt + cols);
+    q->wt = q->st + cols;
     const int8_t *w = (const int8_t *)q->w->cdata;
     for (int64_t g = 0; g < q->G; g++)
         for (int64_t oo = 0; oo < q->Og; oo++)
@@ -113,10 +117,11 @@ int ek_prepare_qconv_transpose2d(ek_model *m, ek_call *c, ek_err *e) {
     c->params = p;
     if (!(p->x = ek_operand(m, c, 0, 0, EK_DT_INT8, 4, e)) || !(p->w = ek_operand(m, c, 0, 1, EK_DT_INT8, 4, e)) ||
         !(p->bias = ek_operand(m, c, 0, 2, EK_DT_INT32, -1, e)) || !(p->mult = ek_operand(m, c, 0, 3, EK_DT_INT32, -1, e)) ||
-        !(p->shift = ek_operand(m, c, 0, 4, EK_DT_INT32, -1, e)) || !(p->y = ek_operand(m, c, 1, 0, EK_DT_INT8, 4, e)))
+        !(p->shift = ek_operand(m, c, 0, 4, EK_DT_INT8, -1, e)) || !(p->y = ek_operand(m, c, 1, 0, EK_DT_INT8, 4, e)))
         return EK_STATUS_INVALID;
     p->ratio = ek_input(m, c, 5);
-    int64_t s[2], d[2], pads[4], op[2] = {0, 0}, v;
+    int64_t s[2], d[2], pads[4], op[2] = {0, 0};
+    ek_requant_attrs rq;
     if ((rc = ek_attr_ints(c, EK_ATTR_STRIDES, 2, 1, 1 << 16, s, e)) ||
         (rc = ek_attr_ints(c, EK_ATTR_DILATIONS, 2, 1, 1 << 16, d, e)) ||
         (rc = ek_attr_ints(c, EK_ATTR_PADS, 4, 0, 1 << 16, pads, e)) ||
@@ -125,14 +130,8 @@ int ek_prepare_qconv_transpose2d(ek_model *m, ek_call *c, ek_err *e) {
         return rc;
     if (ek_attr_find(c, EK_ATTR_OUTPUT_PADDING) && (rc = ek_attr_ints(c, EK_ATTR_OUTPUT_PADDING, 2, 0, 1 << 16, op, e)))
         return rc;
-    if ((rc = ek_attr_int(c, EK_ATTR_INPUT_ZP, 1, 0, -128, 127, &v, e))) return rc;
-    p->zx = (int32_t)v;
-    if ((rc = ek_attr_int(c, EK_ATTR_OUTPUT_ZP, 1, 0, -128, 127, &v, e))) return rc;
-    p->zy = (int32_t)v;
-    if ((rc = ek_attr_int(c, EK_ATTR_ACT_MIN, 0, -128, -128, 127, &v, e))) return rc;
-    p->lo = (int32_t)v;
-    if ((rc = ek_attr_int(c, EK_ATTR_ACT_MAX, 0, 127, -128, 127, &v, e))) return rc;
-    p->hi = (int32_t)v;
+    if ((rc = ek_read_requant_attrs(c, 1, 0, &rq, e))) return rc;
+    p->zx = rq.zx; p->zy = rq.zy; p->lo = rq.lo; p->hi = rq.hi;
     p->N = p->x->dims[0]; p->C = p->x->dims[1]; p->H = p->x->dims[2]; p->W = p->x->dims[3];
     p->Og = p->w->dims[1]; p->kh = p->w->dims[2]; p->kw = p->w->dims[3];
     p->sh = s[0]; p->sw = s[1]; p->dh = d[0]; p->dw = d[1]; p->pt = pads[0]; p->pl = pads[1];

@@ -1,6 +1,6 @@
 /*
- * Integer pooling and reductions (compiler/integer_kernels.py): QAveragePool (multiplier and
- * shift indexed by the number of window positions averaged), QMaxPool (padding never wins),
+ * Integer pooling and reductions (compiler/integer_kernels.py): QAveragePool (int32 multiplier
+ * and int8 shift indexed by the number of window positions averaged), QMaxPool (padding never wins),
  * and QReduceMean, which also runs QGlobalAveragePool (the writer gives axes 2..).
  * Zero points cancel only after subtracting them, so sums are of (x − zp); QReduceMean over
  * adjacent axes sums the raw values (row sums, vectorized) and subtracts R·zp once.
@@ -54,7 +54,7 @@ int ek_prepare_qaverage_pool(ek_model *m, ek_call *c, ek_err *e) {
     p->zx = (int32_t)v;
     if ((rc = ek_attr_int(c, EK_ATTR_OUTPUT_ZP, 1, 0, -128, 127, &v, e))) return rc;
     p->zy = (int32_t)v;
-    if (!(p->mults = ek_operand(m, c, 0, 1, EK_DT_INT32, -1, e)) || !(p->shifts = ek_operand(m, c, 0, 2, EK_DT_INT32, -1, e)))
+    if (!(p->mults = ek_operand(m, c, 0, 1, EK_DT_INT32, -1, e)) || !(p->shifts = ek_operand(m, c, 0, 2, EK_DT_INT8, -1, e)))
         return EK_STATUS_INVALID;
     if (p->kh * p->kw > 65536 || p->mults->count != p->kh * p->kw + 1 || p->shifts->count != p->kh * p->kw + 1)
         return ek_bad(e, c, "multipliers and shifts need kh·kw + 1 = %lld entries", (long long)(p->kh * p->kw + 1));
@@ -65,7 +65,8 @@ int ek_run_qaverage_pool(ek_model *m, const ek_call *c, ek_err *e) {
     (void)e;
     const qpool_params *p = c->params;
     const int8_t *x = ek_data(m, p->x);
-    const int32_t *mult = ek_data(m, p->mults), *shift = ek_data(m, p->shifts);
+    const int32_t *mult = ek_data(m, p->mults);
+    const int8_t *shift = ek_data(m, p->shifts);
     int8_t *y = ek_data(m, p->y);
     for (int64_t pl = 0; pl < p->N * p->C; pl++) {
         const int8_t *in = x + pl * p->H * p->W;

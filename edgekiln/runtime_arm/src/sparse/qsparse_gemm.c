@@ -12,6 +12,7 @@
  * int64 exactly like the dense kernel.
  */
 #include "../kernels/ek_requant.h"
+#include "../kernels/ek_requant_attrs.h"
 #include "ek_sparse.h"
 
 typedef struct {
@@ -72,7 +73,7 @@ static void split_tasks(int64_t rows, int64_t base_tasks, int64_t *rows_per_chun
 int ek_prepare_qsparse_gemm(ek_model *m, ek_call *c, ek_err *e) {
     int rc = ek_check_arity(c, 7, 7, 1, e);
     if (rc) return rc;
-    int64_t fc, g[4] = {0, 0, 0, 0}, v;
+    int64_t fc, g[4] = {0, 0, 0, 0};
     if ((rc = ek_attr_int(c, EK_ATTR_TRANSPOSE, 0, 0, 0, 1, &fc, e)) || (rc = read_geometry(m, c, (int)fc, g, e)))
         return rc;
     int64_t extra = ek_sparse_expansion_count(c, g[3], g[1], e);
@@ -92,15 +93,9 @@ int ek_prepare_qsparse_gemm(ek_model *m, ek_call *c, ek_err *e) {
         p->shift->dtype != EK_DT_INT8 || p->shift->count != p->O)
         return ek_bad(e, c, "multiplier must be int32 [%lld] and shift int8 [%lld]", (long long)p->O, (long long)p->O);
     if ((rc = ek_check_shifts(p->shift, c, e))) return rc;
-    if ((rc = ek_attr_int(c, EK_ATTR_INPUT_ZP, 1, 0, -128, 127, &v, e))) return rc;
-    p->zx = (int32_t)v;
-    if ((rc = ek_attr_int(c, EK_ATTR_OUTPUT_ZP, 1, 0, -128, 127, &v, e))) return rc;
-    p->zy = (int32_t)v;
-    if ((rc = ek_attr_int(c, EK_ATTR_ACT_MIN, 0, -128, -128, 127, &v, e))) return rc;
-    p->lo = (int32_t)v;
-    if ((rc = ek_attr_int(c, EK_ATTR_ACT_MAX, 0, 127, -128, 127, &v, e))) return rc;
-    p->hi = (int32_t)v;
-    if (p->lo > p->hi) return ek_bad(e, c, "act_min %d > act_max %d", p->lo, p->hi);
+    ek_requant_attrs rq;
+    if ((rc = ek_read_requant_attrs(c, 1, 0, &rq, e))) return rc;
+    p->zx = rq.zx; p->zy = rq.zy; p->lo = rq.lo; p->hi = rq.hi;
     p->pb = p->P < EK_SPARSE_PIXELS ? (p->P > 0 ? p->P : 1) : EK_SPARSE_PIXELS;
     p->ldx = round16(p->pb);
     p->pblocks = (p->P + p->pb - 1) / p->pb;
