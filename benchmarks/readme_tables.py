@@ -124,18 +124,18 @@ def weight_bytes(data: dict) -> str:
                 cells.append(f"{blobs} / {c['floor_ratio']:.3f}x **{c['verdict']}** "
                              f"({c['floor']['impossible_layers']}/{c['floor']['layers']})")
             lines.append("| " + " | ".join(cells) + " |")
-    if data["rows"] and "peers" in data["rows"][0]:
-        lines += ["", "| model | edgekiln int8 | onnxruntime int8 | TFLite int8 | edgekiln int4:g64 no guard "
-                      "| onnxruntime int4 |", "| --- | --- | --- | --- | --- | --- |"]
+    peer_configs = data.get("peer_configs", ())  # edgekiln's configs beside the peers': int8, int4, int4:g64
+    if data["rows"] and "peers" in data["rows"][0] and peer_configs:
+        lines += ["", "| model | edgekiln int8 | onnxruntime int8 | TFLite int8 | edgekiln int4 (per channel) "
+                      "| onnxruntime int4 (per channel) | edgekiln int4:g64 |", "| --- | --- | --- | --- | --- | --- | --- |"]
         for r in data["rows"]:
             ort, tflite = r["peers"]["onnxruntime"], r["peers"]["tflite_int8"]
-            ours = [min(r["configs"][label]["artifact_ratio"].values()) for label in ("int8", "int4:g64 no guard")
-                    if label in r["configs"]]
-            if len(ours) < 2:
+            if not all(label in r["configs"] for label in peer_configs):
                 continue
+            ours = [min(r["configs"][label]["artifact_ratio"].values()) for label in peer_configs]
             lines.append(f"| {r['model']} | {ours[0]:.3f}x | {ort['QInt8'] / ort['fp32']:.3f}x | "
                          + ("-" if tflite is None else f"{tflite / r['fp32_bytes']:.3f}x")
-                         + f" | {ours[1]:.3f}x | {ort['QInt4'] / ort['fp32']:.3f}x |")
+                         + f" | {ours[1]:.3f}x | {ort['QInt4'] / ort['fp32']:.3f}x | {ours[2]:.3f}x |")
     return "\n".join(lines)
 
 

@@ -4,9 +4,11 @@
     python -m benchmarks.weight_layout --quick    # without ppocr_rec
 
 For each (model, precision) the model is compiled twice with the same calibration, once per
-layout (`fast`: int4 / ternary GEMM weights K-blocked as the low-bit GEMM kernels read them in
-place; `compact`: int4 flat, ternary base-3, five values per byte, unpacked per task into
-scratch for the int8 GEMM), and measured:
+layout (`compact`: int4 flat, ternary base-3, five values per byte, unpacked per task into
+scratch for the int8 GEMM; `fast`: int4 / ternary GEMM weights K-blocked as the low-bit GEMM
+kernels read them in place, except where unpacking is faster: layers whose K groups split the
+K blocks, and every GEMM weight on x86 targets, backends/arm_cpu/low_bit_layout.py), and
+measured:
 
 * blob bytes (the whole model.blob) and the ternary / int4 weight tensors' own bytes;
 * exact guest instructions of one inference under `qemu-aarch64 -cpu cortex-a53` (the NEON
@@ -37,8 +39,8 @@ from tests.runtime_arm.blob_tools import BlobView
 from tests.zoo import input_shapes, model_path, sample_input
 
 RESULTS = Path(__file__).parent / "results" / "weight_layout.json"
-CASES = [("lenet_mnist", "ternary"), ("lenet_mnist", "int4:g64"), ("resnet_basic", "int4:g64"),
-         ("resnet_basic", "ternary"), ("ppocr_rec", "ternary")]
+CASES = [("lenet_mnist", "ternary"), ("lenet_mnist", "int4"), ("lenet_mnist", "int4:g64"), ("resnet_basic", "int4"),
+         ("resnet_basic", "int4:g64"), ("resnet_basic", "ternary"), ("ppocr_rec", "ternary")]
 QUICK = [case for case in CASES if case[0] != "ppocr_rec"]
 LAYOUTS = ("fast", "compact")
 LOW_BIT = {op_codes.PACK[k] for k in ("INT4", "INT2", "INT4_K32", "INT2_K64", "INT2_B3")}

@@ -28,8 +28,8 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, quant: str 
     `equalize`, `bias_correction`, ...).  Pruning: `prune` ("channels:0.3[:l1|l2|bn|data]" and
     "PATTERN=RATIO" overrides), `sparsity` ("2:4", "1:4", 0.7, "PATTERN=SPEC"), `sparsity_scope` ("layer" | "global"), `prune_exclude`,
     `refit` (default True), `prune_calib` (default: `calib`); see `compiler/prune_options.py`.
-    arm_cpu targets: `weight_layout` ("fast", the default: low-bit weights as the GEMM kernels read
-    them; "compact": the fewest bytes, unpacked at run time).
+    arm_cpu targets: `weight_layout` ("fast", the default: low-bit weights in the layout that runs
+    fastest on the target; "compact": the fewest bytes, unpacked at run time).
     The artifact is in memory until `.save(path)`.
     """
     from dataclasses import fields

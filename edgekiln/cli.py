@@ -192,10 +192,10 @@ def prune_options(command):
 @click.option("--cpu-tail", is_flag=True, help="edgetpu: split the ops the Edge TPU cannot run off the end of the "
                                                "model into cpu_tail.onnx (run it on the host after the .tflite).")
 @click.option("--weight-layout", type=click.Choice(["fast", "compact"]), default="fast", show_default=True,
-              help="arm_cpu: how the model blob stores int4 / ternary weights. fast: as the low-bit GEMM kernels "
-                   "read them (rows padded to 16-byte blocks); compact: the fewest bytes (flat int4, ternary five "
-                   "values per byte), unpacked into scratch per block at run time (ternary: about 5-10% more "
-                   "instructions on NEON cores).")
+              help="arm_cpu: how the model blob stores int4 / ternary weights. fast: the layout that runs "
+                   "fastest on the target (on ARM, GEMM weights as the low-bit kernels read them, rows padded to "
+                   "16-byte blocks); compact: the fewest bytes (flat int4, ternary five values per byte), unpacked "
+                   "per block at run time (on a Cortex-A53 about 5-10% more instructions; on x86 fast is compact).")
 @quant_options
 @prune_options
 def compile_command(model: Path, target_name: str, output: Path, input_shapes: tuple[str, ...], emit: str,

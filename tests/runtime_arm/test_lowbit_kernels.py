@@ -279,6 +279,26 @@ def test_gemm_weights_are_written_k_blocked(name):
     assert _weight_packing(write_blob(program), program) == expected
 
 
+@pytest.mark.parametrize(("name", "features", "expected"), [
+    # groups of 16 start inside the 32-value int4 blocks: the kernel unpacks such rows, so they are flat
+    ("fc_int4_groups_inside_blocks", (), "INT4"),
+    ("fc_int4_groups_inside_blocks", ("neon", "dotprod"), "INT4"),
+    # groups of 64 fill whole ternary blocks: read in place on ARM
+    ("fc_ternary_k_groups_of_64", ("neon",), "INT2_K64"),
+    ("conv_int4", ("neon", "dotprod"), "INT4_K32"),
+    # x86: the int8 (VNNI) GEMM on the unpacked block beats the AVX2 low-bit kernels: fewest bytes
+    ("conv_int4", ("sse4.2", "avx", "avx2", "fma", "f16c"), "INT4"),
+    ("fc_ternary_k_groups_of_64", ("avx2",), "INT2_B3"),
+])
+def test_fast_layout_reads_in_place_only_where_the_low_bit_kernels_win(name, features, expected):
+    program, _, _ = PROGRAMS[name]
+    assert _weight_packing(write_blob(program, features=features), program) == op_codes.PACK[expected]
+    # compact: always the fewest bytes
+    smallest = "INT4" if program.tensors["w"].quant.bits == 4 else "INT2_B3"
+    assert _weight_packing(write_blob(program, features=features, weight_layout="compact"), program) == \
+        op_codes.PACK[smallest]
+
+
 def test_depthwise_low_bit_weights_stay_flat_packed():
     program, _, _ = cases.conv(np.random.default_rng(8), depthwise=True, c=5, k=(3, 3), bits=2)
     assert _weight_packing(write_blob(program), program) == op_codes.PACK["INT2"]
@@ -321,7 +341,7 @@ def test_loader_refuses_a_k_blocked_weight_of_the_wrong_size():
 # ---- whole models (slow) ----------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "quant", "cpu"), [("lenet_mnist", "int4:g32", "cortex-a76"),
+@pytest.mark.parametrize(("name", "quant", "cpu"), [("lenet_mnist", "int4", "cortex-a76"),
                                                     ("tiny_transformer", "ternary", "max")])
 def test_zoo_models_with_low_bit_weights_bit_exact_under_qemu(name, quant, cpu):
     import edgekiln

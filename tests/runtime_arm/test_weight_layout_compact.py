@@ -291,7 +291,10 @@ def test_zoo_models_compact_are_smaller_and_bit_exact(name, quant, target):
         blobs[layout] = artifact.files["model.blob"]
     assert _packings(blobs["compact"]) & {PK["INT4_K32"], PK["INT2_K64"]} == set()
     assert PK["INT2_B3" if quant == "ternary" else "INT4"] in _packings(blobs["compact"])
-    assert _constant_bytes(blobs["compact"]) < _constant_bytes(blobs["fast"])
+    if target == "host":  # x86: the fast layout unpacks GEMM weights too, so it stores them as compact does
+        assert _constant_bytes(blobs["compact"]) == _constant_bytes(blobs["fast"])
+    else:
+        assert _constant_bytes(blobs["compact"]) < _constant_bytes(blobs["fast"])
     feeds = sample_input(name, seed=21)
     got = ArmCpuRunner(artifact.files, artifact.manifest).run(feeds)
     expected = ReferenceRunner(artifact.files, artifact.manifest).run(feeds)

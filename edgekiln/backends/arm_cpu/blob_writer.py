@@ -49,6 +49,7 @@ from edgekiln.backends.arm_cpu.encode_context import (
     align64,
     is_packed,
 )
+from edgekiln.backends.arm_cpu.low_bit_layout import WEIGHT_LAYOUTS
 from edgekiln.compiler.program import Program, TensorSpec, pack_low_bit
 from edgekiln.errors import UnsupportedOpError
 
@@ -69,7 +70,6 @@ class _Strings:
         return self.offsets[text]
 
 
-WEIGHT_LAYOUTS = ("fast", "compact")
 
 
 def write_blob(program: Program, sparse_plan: dict[str, dict] | None = None, features: tuple[str, ...] = (),
@@ -154,7 +154,7 @@ class _BlobLayout:
                     packing = PK["INT4"] if spec.quant.bits == 4 else PK["INT2"]
                     if name in self.ctx.gemm_weights:
                         packing = weight_packing.PACKING_CODES[spec.quant.bits]
-                    elif self._base3(spec, value):
+                    elif self._base3(name, spec, value):
                         data, packing = ternary_base3.pack_base3(value), PK["INT2_B3"]
                 elif name in self.ctx.paired_weights:
                     data, packing = weight_packing.pack_i8_pairs(value), PK["I8_PAIRS8"]
@@ -171,10 +171,12 @@ class _BlobLayout:
                                  strings.add(name), *dims, offset, nbytes, scale, zero)
         return bytes(table), bytes(constants)
 
-    def _base3(self, spec: TensorSpec, value: np.ndarray) -> bool:
-        """compact layout: 2-bit tensors base-3, five values per byte; a 2-bit tensor holding -2
-        (not ternary: no quantizer writes one) keeps the 2-bit flat packing."""
-        return self.ctx.weight_layout == "compact" and spec.quant.bits == 2 and ternary_base3.is_ternary(value)
+    def _base3(self, name: str, spec: TensorSpec, value: np.ndarray) -> bool:
+        """2-bit tensors base-3, five values per byte: every one in the compact layout, and the GEMM
+        weights the fast layout unpacks (low_bit_layout.py); a 2-bit tensor holding -2 (not ternary:
+        no quantizer writes one) keeps the 2-bit flat packing."""
+        smallest = self.ctx.weight_layout == "compact" or name in self.ctx.unpacked_gemm_weights
+        return smallest and spec.quant.bits == 2 and ternary_base3.is_ternary(value)
 
     @staticmethod
     def _constant_bytes(spec: TensorSpec, value: np.ndarray, gemm_layout: bool = False) -> bytes:

@@ -48,8 +48,11 @@ class EncodeContext:
         self.sparse_plan = dict(sparse_plan or {})
         self.derived: dict[str, np.ndarray] = {}
         self._taken = set(program.tensors)
-        # int4 / ternary weights only GEMMs read: written K-blocked (weight_packing.py)
+        # int4 / ternary GEMM weights the low-bit kernels read in place: written K-blocked
+        # (weight_packing.py); the others are unpacked per task, so they take the fewest bytes
+        # (int4 flat, ternary base-3): low_bit_layout.py
         self.gemm_weights: set[str] = set()
+        self.unpacked_gemm_weights: set[str] = set()
         # the target's ISA features (target toml [cpu] features): int8 GEMM weights are written
         # pre-paired for smmla when it has i8mm (weight_packing.py)
         self.features = tuple(features)

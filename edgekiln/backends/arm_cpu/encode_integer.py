@@ -5,7 +5,8 @@ Program is computed here, once: the per-channel epilogue constants in their comp
 (`_epilogue_operands`: the input zero point folded into the bias of GEMM calls by
 `folded_bias`, which the fused inverted-residual block's expand and project stages use too;
 every shift as int8, `int8_shifts`; 16-bit group ratios), the layout of GEMM weights
-(K-blocked int4 / ternary, pre-paired int8 on i8mm targets: weight_packing.py), and the index
+(int4 / ternary K-blocked or in their fewest bytes: low_bit_layout.py; int8 pre-paired on i8mm
+targets: weight_packing.py), and the index
 tables of QResizeNearest and QPad
 (QResizeBilinear's tap tables go in as they are).  Scratch sizes follow the C kernels'
 `prepare` exactly.
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekiln.backends.arm_cpu import op_codes, weight_packing
+from edgekiln.backends.arm_cpu import op_codes
 from edgekiln.backends.arm_cpu.encode_context import (
     COLS,
     ROWS,
@@ -36,6 +37,7 @@ from edgekiln.backends.arm_cpu.encode_context import (
     normalize_axis,
 )
 from edgekiln.backends.arm_cpu.encode_movement import pad_tables
+from edgekiln.backends.arm_cpu.low_bit_layout import reads_in_place
 from edgekiln.compiler.program import KernelCall
 
 A, OP = op_codes.ATTR, op_codes.OP
@@ -110,35 +112,31 @@ def _weight_row_sums(ctx: EncodeContext, call: KernelCall, w: np.ndarray, group_
     return rows.sum(axis=1).astype(np.int32)
 
 
-def _gemm_layout(ctx: EncodeContext, w: str, rows: int) -> None:
-    """GEMM weights go into the blob in the layout their kernel reads in place (weight_packing.py):
-    int4 / ternary K-blocked for the low-bit GEMMs; int8 pre-paired for smmla on i8mm targets when
-    the call multiplies more than one row (a GEMV reads plain rows with fewer instructions).  The
-    runtime's other readers (ek_unpack_int8, other ISAs) read every layout.  `--weight-layout
-    compact` keeps int4 / ternary weights flat instead (fewer bytes; unpacked per task)."""
+def _gemm_layout(ctx: EncodeContext, w: str, rows: int, grouped: bool, group_size: int) -> None:
+    """int4 / ternary GEMM weights: K-blocked where the low-bit GEMMs read them in place, else in
+    their fewest bytes, unpacked per task (low_bit_layout.py); int8 pre-paired for smmla on i8mm
+    targets when the call multiplies more than one row (a GEMV reads plain rows with fewer
+    instructions).  The runtime's other readers (ek_unpack_int8, other ISAs) read every layout."""
     spec = ctx.spec(w)
     if is_packed(spec):
-        if ctx.weight_layout != "compact":
+        if reads_in_place(ctx.weight_layout, ctx.features, spec, grouped, group_size):
             ctx.gemm_weights.add(w)
+        else:
+            ctx.unpacked_gemm_weights.add(w)
     elif spec.dtype == "int8" and "i8mm" in ctx.features and rows > 1:
         ctx.paired_weights.add(w)
 
 
-def _gemm_scratch(ctx: EncodeContext, w: str, rows_p: int, kg: int, og: int, fc: bool, ratio: bool,
-                  group_size: int) -> int:
+def _gemm_scratch(ctx: EncodeContext, w: str, rows_p: int, kg: int, og: int, fc: bool, ratio: bool) -> int:
     pb, ocb = max(min(rows_p, ROWS), 1), max(min(og, COLS), 1)
     # im2col rows; or, on an AVX-512 VNNI CPU (known only at run time), the same block as k-quads:
     # pixels padded to 16 and K to 4 (qconv.c prepare_common, ek_gemm.h ek_quads_pixels)
     size = 0 if fc else align64(max(pb * kg, (kg + 3) // 4 * 4 * ((pb + 15) // 16 * 16)))
     size += align64(pb * ocb * 4)
-    spec = ctx.spec(w)
-    # a block of weight rows is unpacked into scratch when the kernel cannot read them in place:
-    # flat int4 / ternary (--weight-layout compact), K-blocked int4 / ternary whose K groups start
-    # inside a block (qconv.c lowbit_in_place), and pre-paired int8 whenever the run-time ISA is
-    # not i8mm (qconv.c paired_in_place)
-    split_groups = is_packed(spec) and ratio and group_size % weight_packing.weights_per_block(spec.quant.bits) != 0
-    flat = is_packed(spec) and w not in ctx.gemm_weights
-    if flat or split_groups or w in ctx.paired_weights:
+    # a block of weight rows is unpacked into scratch when the kernel does not read them in place:
+    # low-bit weights not K-blocked (low_bit_layout.py), and pre-paired int8 whenever the run-time
+    # ISA is not i8mm (qconv.c paired_in_place)
+    if w in ctx.unpacked_gemm_weights or w in ctx.paired_weights:
         size += align64(ocb * kg)
     if ratio:
         size += align64(pb * ocb * 8)
@@ -173,8 +171,8 @@ def qconv(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
         scratch = align64(kh * kw) + max(align64(wo * 4), depthwise_rows_scratch(kh, kw, wo, a.get("strides", [1, 1])[1],
                                                                                  a.get("dilations", [1, 1])))
     else:
-        _gemm_layout(ctx, w, ho * wo)
-        scratch = _gemm_scratch(ctx, w, ho * wo, kg, o // group, False, bool(ratio), group_size)
+        _gemm_layout(ctx, w, ho * wo, bool(ratio), group_size)
+        scratch = _gemm_scratch(ctx, w, ho * wo, kg, o // group, False, bool(ratio))
     attrs = {A["STRIDES"]: a.get("strides", [1, 1]), A["DILATIONS"]: a.get("dilations", [1, 1]),
              A["PADS"]: a.get("pads", [0, 0, 0, 0]), A["GROUP"]: group, **_clamp_and_zero_points(a)}
     if ratio:
@@ -195,8 +193,8 @@ def qfully_connected(ctx: EncodeContext, call: KernelCall) -> list[BlobCall]:
     attrs = _clamp_and_zero_points(a)
     if ratio:
         attrs.update({A["GROUP_SIZE"]: group_size, A["ACC_FRAC_BITS"]: a.get("acc_frac_bits", 0)})
-    _gemm_layout(ctx, w, rows)
-    scratch = _gemm_scratch(ctx, w, rows, k, n, True, bool(ratio), group_size)
+    _gemm_layout(ctx, w, rows, bool(ratio), group_size)
+    scratch = _gemm_scratch(ctx, w, rows, k, n, True, bool(ratio))
     return [BlobCall(call.name, OP["QFULLY_CONNECTED"], [x, w, *epilogue], [call.outputs[0]], attrs, scratch)]
 
 
