@@ -70,7 +70,7 @@ def measure(name: str) -> dict:
 @contextlib.contextmanager
 def without_numeric_rewrites():
     """Compile for edgetpu without hard-swish-to-hard-sigmoid-mul and fuse_relu_into_producers (the SQNR column)."""
-    from edgekiln.backends.edgetpu import fuse_relu_into_producer as fusion
+    from edgekiln.compiler import fuse_relu_into_producer as fusion
     from edgekiln.compiler import pipelines
 
     friendly, fuse = pipelines.edgetpu_friendly, fusion.fuse_relu_into_producers

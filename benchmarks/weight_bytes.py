@@ -15,10 +15,12 @@ Per model (every zoo and PP-OCR model at its static test shape):
     artifact bytes   every constant the arm_cpu model blob (blob format 3, runtime_arm/
                      BLOB_FORMAT.md) holds, read back from the blob's own tensor table, by the
                      operand slot that reads it, for both weight layouts (`--weight-layout`):
-                     "fast" (the default: int4 / ternary K-blocked as the GEMM reads them in
-                     registers; the rows' fill to whole 16-byte blocks is its own kind, "padding")
-                     and "compact" (int4 flat, ternary five values per byte); written for a target
-                     without i8mm, so int8 rows are not pre-paired.  Kinds: packed weights, per
+                     "fast" (the default: on ARM int4 / ternary GEMM weights K-blocked as the GEMM
+                     reads them in registers, except split-group layers; the rows' fill to whole
+                     16-byte blocks is its own kind, "padding") and "compact" (int4 flat, ternary
+                     five values per byte); the Program and blob of a cortex-a53 compile (Relu
+                     folded into its producer, inverted-residual blocks fused; no i8mm, so int8
+                     rows are not pre-paired).  Kinds: packed weights, per
                      output channel the bias (the input zero point folded in: int32, int64 for
                      group-scaled layers), the int32 requantization multiplier (a float graph
                      output's float32 scale in its place) and the int8 shift, uint16 per-group
@@ -72,6 +74,7 @@ from edgekiln.backends.arm_cpu import op_codes
 from edgekiln.backends.arm_cpu.blob_writer import write_blob
 from edgekiln.compiler.compile import compile_model
 from edgekiln.compiler.graph import Graph
+from edgekiln.compiler.target import get_target
 from edgekiln.compiler.qdq_format import PRECISION_KEY
 from edgekiln.compiler.quant_options import QuantOptions
 from edgekiln.quantization.weights import TERNARY_PER_BYTE, packed_weight_bytes
@@ -84,6 +87,9 @@ CONFIGS = (("int8", "int8", None), ("int4:g64", "int4:g64", None), ("int4:g64 no
            ("int4 no guard", "int4", False), ("ternary", "ternary", None), ("ternary no guard", "ternary", False))
 VALUE_BITS = {"int8": 8, "int4": 4}  # the packing rule of packed_weight_bytes (ternary: five per byte)
 LAYOUTS = ("fast", "compact")  # the blob's weight layouts (--weight-layout)
+# the arm_cpu Program (Relu folded, inverted-residual blocks fused) of an ARM core whose fast layout
+# keeps K-blocked weights (NEON, no i8mm: int8 rows not pre-paired)
+BLOB_TARGET = "cortex-a53"
 BREAKDOWN = ("int8", "int4:g64 no guard", "ternary no guard")
 PEER_CONFIGS = ("int8", "int4 no guard", "int4:g64 no guard")  # every layer at the precision, as the peers do
 _FLOATS = ("FLOAT", "FLOAT16", "DOUBLE", "BFLOAT16")
@@ -237,10 +243,13 @@ def measure(name: str, configs=CONFIGS) -> dict:
                            "tflite_int8": edgekiln_tflite_weight_bytes(path, shapes, calib)}}
     for label, precision, guard in configs:
         options = QuantOptions(quant=precision, calib=calib, keep_first_last_int8=guard, bias_correction=False)
-        result = compile_model(path, scoring_target(), check_ops=False, input_shapes=shapes, quantization=options, progress=False)
+        result = compile_model(path, BLOB_TARGET, check_ops=False, input_shapes=shapes, quantization=options,
+                               progress=False)
         counts = quantized_bytes(result.graph)
         bar = BARS[precision.split(":")[0]]
-        stored = {layout: blob_bytes(write_blob(result.program, weight_layout=layout)) for layout in LAYOUTS}
+        features = tuple(get_target(BLOB_TARGET).features)
+        stored = {layout: blob_bytes(write_blob(result.program, features=features, weight_layout=layout))
+                  for layout in LAYOUTS}
         in_program = program_bytes(result.program)
         floor = floor_bytes(result.graph, bar)
         smallest = min(t["total"] for t in stored.values())

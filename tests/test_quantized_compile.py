@@ -156,9 +156,17 @@ def test_int8_compile_runs_on_every_model(name):
             # The integer program is as close to the float model as the fake-quantized QDQ reference is.
             assert sqnr_db(fp32, got) >= sqnr_db(fp32, want) - 3.0
             if name not in DEEP_MODELS:
-                within_one_lsb = np.mean(np.abs(got - want) <= output_lsb(qdq, output.name, want) * 1.001)
+                lsb = output_lsb(qdq, output.name, want) * QDQ_OUTPUT_LSB.get(name, 1)
+                within_one_lsb = np.mean(np.abs(got - want) <= lsb * 1.001)
                 assert within_one_lsb >= 0.99, within_one_lsb
 
+
+# On arm_cpu targets (host included) the Program folds resnet_basic's two Add -> Relu pairs into one clamped
+# QAdd each (compiler/fuse_relu_into_producer.py): it rounds once at the Relu's scale where model.onnx, the
+# unfused QDQ reference, rounds at the sum's scale and again at the Relu's.  Those <= 1-LSB differences at
+# two points reach the float logits as up to 1.25 output LSB (measured on seeds 0, 11, 21-24; 0 LSB before
+# the fold), and the Program is the closer of the two to the float model (+0.33 dB SQNR); so 2 LSB there.
+QDQ_OUTPUT_LSB = {"resnet_basic": 2}
 
 # The integer program and the float QDQ reference differ by rounding ties (half up vs half even)
 # and fixed-point softmax / layer norm; in these deep models a tie grows downstream (measured:

@@ -1,4 +1,4 @@
-"""Fuse a standalone Relu into the integer kernel before it, for the edgetpu target's Program.
+"""Fuse a standalone Relu into the integer kernel before it, in the int8 Program of the edgetpu and arm_cpu targets.
 
 The quantized pipeline fuses Relu into Conv / Gemm epilogues only, so a ResNet block ends in
 two calls, each with its own calibrated output parameters (likewise a ConvTranspose + Relu):
@@ -6,27 +6,36 @@ two calls, each with its own calibrated output parameters (likewise a ConvTransp
     t = QAdd(a, b)        at (s_t, zp_t), the range of a + b
     y = QLookupTable(t)   Relu table, at (s_y, zp_y), the range of relu(a + b)
 
-Written as-is that is ADD + a standalone int8 RELU, and TFLite's RELU with different input and
-output parameters is a per-element requantization that XNNPACK does not take: on LiteRT's CPU
-the two RELUs of resnet_basic made its file 2.4x slower than the peers' and split the graph into
-three XNNPACK partitions; ppocr_det's one RELU after its TRANSPOSE_CONV (80x80x24 values) costs
-about 1/6 of its run.  This rewrite makes each pair one call that writes y directly:
+This rewrite makes each pair one call that writes y directly:
 
-    y = QAdd(a, b)        at (s_y, zp_y), output multiplier for s_y, clamp [max(−128, zp_y), 127]
+    y = QAdd(a, b)        at (s_y, zp_y), output multiplier for s_y, clamp [max(-128, zp_y), 127]
 
-The producer's output rescale is its real multiplier M (M ∝ 1/s_out for every kernel below) times
-s_t/s_y, and the clamp starts at the quantized zero (quantize(0, s_y, zp_y) = zp_y), which TFLite
-writes as the op's fused activation (`activation_bounds`: RELU, or NONE when zp_y = −128 and int8
-saturation is the clamp already).  QAdd recomputes M from its formula
-(2·max(s_a, s_b)/(2²⁰·s_y), integer_kernels.py); a weight kernel's per-channel multiplier and shift
-constants are replaced (M_new = M·s_t/s_y from the old (m, shift), within one unit of m of the
-exact product; the TFLite writer re-derives the weight scale where TFLite would round it
-differently).  The result is relu(...) rounded once at (s_y, zp_y) instead of rounded at
-(s_t, zp_t), clipped to t's range, then rounded again: one rounding fewer, on the finer scale
-(relu's calibrated range is the positive part of t's, so usually s_y < s_t).  It
-changes the Program's numbers, so it runs before anything verifies or writes the Program
-(compile.py), and the QDQ model.onnx stays the unfused float reference (within about an LSB of
-the Program at those points).
+Why each backend wants it:
+  - edgetpu (TFLite): the pair is written as ADD + a standalone int8 RELU, and TFLite's RELU with
+    different input and output parameters is a per-element requantization that XNNPACK does not
+    take: on LiteRT's CPU the two RELUs of resnet_basic made its file 2.4x slower than the peers'
+    and split the graph into three XNNPACK partitions; ppocr_det's one RELU after its
+    TRANSPOSE_CONV (80x80x24 values) costs about 1/6 of its run.  Fused, the clamp is written as
+    the op's fused activation (`activation_bounds`: RELU, or NONE when zp_y = -128 and int8
+    saturation is the clamp already).
+  - arm_cpu (C runtime): the QLookupTable is a 256-byte table in the blob and one more full pass
+    over the tensor (read t, write y); fused, the producer's epilogue clamps at ACT_MIN / ACT_MAX
+    (QAdd / QMul attributes, the weight kernels' requant attributes) as it stores y, so the table,
+    the pass and the intermediate tensor t in the arena are gone.
+Both get one rounding fewer (below).
+
+The producer's output rescale is its real multiplier M (M proportional to 1/s_out for every kernel
+below) times s_t/s_y, and the clamp starts at the quantized zero (quantize(0, s_y, zp_y) = zp_y).
+QAdd recomputes M from its formula (2*max(s_a, s_b)/(2^20*s_y), integer_kernels.py); a weight
+kernel's per-channel multiplier and shift constants are replaced (M_new = M*s_t/s_y from the old
+(m, shift), within one unit of m of the exact product; the TFLite writer re-derives the weight
+scale where TFLite would round it differently).  The result is relu(...) rounded once at
+(s_y, zp_y) instead of rounded at (s_t, zp_t), clipped to t's range, then rounded again: one
+rounding fewer, on the finer scale (relu's calibrated range is the positive part of t's, so
+usually s_y < s_t).  It changes the Program's numbers, so it runs before anything verifies or
+writes the Program (compile.py; on arm_cpu before the inverted-residual blocks are fused), and the
+QDQ model.onnx stays the unfused float reference (within about an LSB of the Program at those
+points).
 
 Fused only when (otherwise a note says why):
   - the producer is QAdd, QMul, QConv2D, QDepthwiseConv2D, QConvTranspose2D or QFullyConnected
