@@ -41,7 +41,9 @@ def call_work(call: dict[str, Any], tensors: dict[str, Any]) -> CallWork:
     """The work of `call` (program.json form) given the program's `tensors`."""
     op, inputs, outputs = call["op"], call["inputs"], call["outputs"]
     out = sum(_elements(tensors, o) for o in outputs if o)
-    weight = tensors.get(inputs[1]) if len(inputs) > 1 and inputs[1] else None
+    weighted = op in CONV_OPS or op in CONV_TRANSPOSE_OPS or op in MATMUL_OPS or op == "QInvertedResidual"
+    # operand 1 is the weight only where the op has one: a lookup table's or a Gather's constant is not
+    weight = tensors.get(inputs[1]) if weighted and len(inputs) > 1 and inputs[1] else None
     precision = "-"  # no weights: a data-movement or elementwise call
     if weight is not None and weight.get("kind") == "constant":
         quant = weight.get("quant")

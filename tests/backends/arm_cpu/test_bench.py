@@ -172,3 +172,14 @@ def test_qemu_bench_cli_defaults_to_instructions(digits_a76, tmp_path):
     if os.uname().machine == "x86_64":
         result = CliRunner().invoke(main, ["bench", str(digits_a76.path), "--device", "local"])
         assert result.exit_code == 2 and "run it under qemu or on the device" in result.output
+
+
+def test_a_lookup_table_is_no_weight_and_gets_no_precision():
+    tensors = {"x": {"shape": [1, 8], "dtype": "int8", "kind": "activation"},
+               "table": {"shape": [256], "dtype": "int8", "kind": "constant", "quant": None},
+               "y": {"shape": [1, 8], "dtype": "int8", "kind": "activation"},
+               "w": {"shape": [4, 8], "dtype": "int8", "kind": "constant", "quant": {"bits": 4}}}
+    lookup = call_work({"op": "QLookupTable", "inputs": ["x", "table"], "outputs": ["y"]}, tensors)
+    assert lookup.precision == "-" and not lookup.compute_bound
+    fc = call_work({"op": "QFullyConnected", "inputs": ["x", "w"], "outputs": ["y"]}, tensors)
+    assert fc.precision == "int4" and fc.ops == 2 * 8 * 8
