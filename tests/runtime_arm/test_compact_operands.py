@@ -102,6 +102,13 @@ def test_a_fold_that_leaves_int32_gets_an_int64_bias():
     got, proc = run_blob(blob, program, feeds, host_runner())
     assert proc.returncode == 0, proc.stderr
     assert_bit_exact(got, expected)
+    # the loader bounds an int64 bias (|b| <= 2^50) so that acc + bias cannot overflow: a corrupted one is refused
+    view = BlobView(blob)
+    call = view.find_call("QFULLY_CONNECTED")
+    entry = view.tensor(struct.unpack_from("<i", view.data, view.call_operand(call, 2))[0])
+    data = view.section(op_codes.SECTION["CONSTANTS"])[0] + struct.unpack_from("<Q", view.data, entry + 56)[0]
+    _, proc = run_blob(view.put(data, "<q", 2**62).sealed(), program, feeds, host_runner())
+    assert proc.returncode == 3 and "folded bias[0] out of range" in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("zero_ratio", [False, True])

@@ -104,7 +104,7 @@ static int check_vector(const ek_tensor *t, int dtype, int64_t n, const ek_call 
     return EK_STATUS_OK;
 }
 
-/* The epilogue operands of blob format 2 (encode_integer.py `_epilogue_operands`): bias int32 or
+/* The epilogue operands of blob format 3 (encode_integer.py `_epilogue_operands`): bias int32 or
  * int64 (int64 required for per-group weights: the folded Q16 constant), multiplier int32 and
  * shift int8, or a float output's float32 output_scale and no shift; group_ratio uint16 or int32. */
 static int check_epilogue(const qconv_params *p, const ek_call *c, ek_err *e) {
@@ -112,6 +112,14 @@ static int check_epilogue(const qconv_params *p, const ek_call *c, ek_err *e) {
     const int bias_dt = p->bias && (p->bias->dtype == EK_DT_INT64 || p->ratio) ? EK_DT_INT64 : EK_DT_INT32;
     if ((rc = check_vector(p->bias, bias_dt, p->O, c, "bias", e))) return rc;
     if (p->bias->dtype == EK_DT_INT64 && p->depthwise) return ek_bad(e, c, "a depthwise bias must be int32");
+    /* an int64 bias (a per-channel fold that left int32, or the folded Q16 constant of per-group
+     * weights: |bias·2^16| < 2^47 and |zp·Σ ratio·rowsum| <= 128·2^16·128·K) joins int64 sums
+     * (c32 + bias, Σ_j ratio_j·c32_j + bias) that stay far inside int64 when |bias| <= 2^50 */
+    if (p->bias->dtype == EK_DT_INT64 && p->bias->cdata)
+        for (int64_t i = 0; i < p->O; i++) {
+            const int64_t b = ((const int64_t *)p->bias->cdata)[i];
+            if (b < -((int64_t)1 << 50) || b > ((int64_t)1 << 50)) return ek_bad(e, c, "folded bias[%lld] out of range", (long long)i);
+        }
     if (p->float_out) {
         if (p->shift || p->ratio) return ek_bad(e, c, "a float output has no shift and no group_ratio");
         if ((rc = check_vector(p->mult, EK_DT_FLOAT32, p->O, c, "output_scale", e))) return rc;
@@ -132,13 +140,6 @@ static int check_epilogue(const qconv_params *p, const ek_call *c, ek_err *e) {
         for (int64_t i = 0; i < p->ratio->count; i++) {
             int32_t v = ((const int32_t *)p->ratio->cdata)[i];
             if (v < 0 || v > 65536) return ek_bad(e, c, "group_ratio[%lld] = %d outside [0, 2^16]", (long long)i, v);
-        }
-    /* the folded Q16 bias: |bias·2^16| < 2^47 and |zp·Σ ratio·rowsum| <= 128·2^16·128·K, so
-     * wide = Σ_j ratio_j·c32_j + bias stays far inside int64 when |bias| < 2^50 */
-    if (p->bias->cdata)
-        for (int64_t i = 0; i < p->O; i++) {
-            const int64_t b = ((const int64_t *)p->bias->cdata)[i];
-            if (b < -((int64_t)1 << 50) || b > ((int64_t)1 << 50)) return ek_bad(e, c, "folded bias[%lld] out of range", (long long)i);
         }
     return EK_STATUS_OK;
 }
