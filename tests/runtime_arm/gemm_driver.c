@@ -21,26 +21,17 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "ek_gemm.h"
+
+#define DRIVER_RNG_SEED 0x9E3779B97F4A7C15ull
+#include "driver_support.h"
 
 static const char *const isa_names[] = {"c", "neon", "dotprod", "i8mm", "avx2", "avxvnni", "avx512vnni"};
 #define N_ISAS (sizeof isa_names / sizeof isa_names[0])
 
 /* ---- deterministic random numbers (xorshift64*) ---- */
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static uint64_t rng(void) {
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545F4914F6CDD1Dull;
-}
-static int rng_int(int lo, int hi) { return lo + (int)(rng() % (uint64_t)(hi - lo + 1)); }
 
 /* Value patterns: uniform, the extremes only, and the two that maximise |sum|. */
 enum { FILL_UNIFORM, FILL_EXTREMES, FILL_MIN_MIN, FILL_MIN_MAX, N_FILLS };
@@ -51,46 +42,6 @@ static int8_t draw(int fill, int is_b) {
     case FILL_MIN_MAX: return is_b ? 127 : -128;
     default: return (int8_t)(rng() & 0xff);
     }
-}
-
-/* ---- guard-paged buffers ---- */
-typedef struct {
-    unsigned char *map;
-    size_t map_len;
-    void *data;
-} guarded;
-
-static guarded guarded_alloc(size_t bytes, int guard_after) {
-    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    const size_t data_pages = (bytes + page - 1) / page;
-    guarded g;
-    g.map_len = (data_pages + 1) * page;
-    g.map = mmap(NULL, g.map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (g.map == MAP_FAILED) {
-        perror("mmap");
-        exit(2);
-    }
-    if (guard_after) {
-        mprotect(g.map + data_pages * page, page, PROT_NONE);
-        g.data = g.map + data_pages * page - bytes;
-    } else {
-        mprotect(g.map, page, PROT_NONE);
-        g.data = g.map + page;
-    }
-    return g;
-}
-
-static void guarded_free(guarded g) { munmap(g.map, g.map_len); }
-
-/* ---- crash reporting ---- */
-static char current_case[256] = "(none)";
-static void on_segv(int sig) {
-    (void)sig;
-    static const char msg[] = "SIGSEGV (read/write outside the operands) in case: ";
-    if (write(2, msg, sizeof msg - 1) < 0 || write(2, current_case, strlen(current_case)) < 0 ||
-        write(2, "\n", 1) < 0) {
-    }
-    _exit(3);
 }
 
 /* ---- one test case ---- */
@@ -235,12 +186,6 @@ static int cmd_gemm(const char *isa, int m, int n, int k) {
     free(b);
     free(c);
     return 0;
-}
-
-static double now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e9 + ts.tv_nsec;
 }
 
 static int cmd_bench(const char *isa, int m, int n, int k, int reps, int timed) {

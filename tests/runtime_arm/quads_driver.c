@@ -16,64 +16,18 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "ek_gemm.h"
 
-static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
-static uint64_t rng(void) {
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545F4914F6CDD1Dull;
-}
-static int rng_int(int lo, int hi) { return lo + (int)(rng() % (uint64_t)(hi - lo + 1)); }
+#define DRIVER_RNG_SEED 0x2545F4914F6CDD1Dull
+#include "driver_support.h"
 
 /* uniform, or the extremes that maximise |sum| (both -128, or -128 against 127) */
 static int8_t draw(int fill, int is_b) {
     if (fill == 1) return -128;
     if (fill == 2) return is_b ? 127 : -128;
     return (int8_t)(rng() & 0xff);
-}
-
-typedef struct {
-    unsigned char *map;
-    size_t map_len;
-    void *data;
-} guarded;
-
-/* `bytes` placed flush against a PROT_NONE page, after the data or before it. */
-static guarded guarded_alloc(size_t bytes, int guard_after) {
-    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    const size_t data_pages = (bytes + page - 1) / page;
-    guarded g;
-    g.map_len = (data_pages + 1) * page;
-    g.map = mmap(NULL, g.map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (g.map == MAP_FAILED) {
-        perror("mmap");
-        exit(2);
-    }
-    if (guard_after) {
-        mprotect(g.map + data_pages * page, page, PROT_NONE);
-        g.data = g.map + data_pages * page - bytes;
-    } else {
-        mprotect(g.map, page, PROT_NONE);
-        g.data = g.map + page;
-    }
-    return g;
-}
-
-static char current_case[256] = "(none)";
-static void on_segv(int sig) {
-    (void)sig;
-    static const char msg[] = "SIGSEGV (read/write outside the operands) in case: ";
-    if (write(2, msg, sizeof msg - 1) < 0 || write(2, current_case, strlen(current_case)) < 0 || write(2, "\n", 1) < 0) {
-    }
-    _exit(3);
 }
 
 #if defined(__x86_64__)
@@ -116,10 +70,10 @@ static int run_case(int m, int n, int k, int lda, int ldb, int ldc, int fill, in
     }
     free(a);
     free(want);
-    munmap(gat.map, gat.map_len);
-    munmap(gb.map, gb.map_len);
-    munmap(gq.map, gq.map_len);
-    munmap(gc.map, gc.map_len);
+    guarded_free(gat);
+    guarded_free(gb);
+    guarded_free(gq);
+    guarded_free(gc);
     return bad;
 }
 
@@ -149,12 +103,6 @@ static int cmd_selftest(void) {
         failures += run_case(17, 7, 131071, 17, 131071, 17, fill, fill & 1);
     printf("quads: %d cases, %d failed\n", cases, failures);
     return failures ? 1 : 0;
-}
-
-static double now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e9 + ts.tv_nsec;
 }
 
 static int cmd_bench(int m, int n, int k, int reps) {
