@@ -19,6 +19,17 @@ from edgekiln.compiler.pass_contract import node_label
 FLOAT_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16)
 
 
+def float_activation_refusal(node: ir.Node) -> str | None:
+    """Why an activation node cannot be rewritten as other default-domain float ops: it is in
+    another domain, or its input is not a float tensor (None when it can)."""
+    if node.domain not in ("", "ai.onnx"):
+        return f"domain {node.domain!r} is not the default one"
+    x = node.inputs[0]
+    if x is None or x.dtype not in FLOAT_TYPES:
+        return "its input is not a float tensor"
+    return None
+
+
 def int_attr(node: ir.Node, name: str, default: int) -> int:
     attr = node.attributes.get(name)
     return int(attr.value) if attr is not None else default

@@ -27,7 +27,7 @@ import onnx_ir as ir
 from edgekiln.compiler.graph import Graph
 from edgekiln.compiler.pass_contract import RewritePass, node_label
 from edgekiln.passes.graph_edits import (
-    FLOAT_TYPES,
+    float_activation_refusal,
     replace_keeping_name,
     unique_name,
     unique_node_name,
@@ -43,12 +43,7 @@ class HardSwishToHardSigmoidMulPass(RewritePass[ir.Node]):
         return [n for n in graph.main if n.op_type == "HardSwish"]
 
     def check(self, graph: Graph, node: ir.Node) -> str | None:
-        if node.domain not in ("", "ai.onnx"):
-            return f"domain {node.domain!r} is not the default one"
-        x = node.inputs[0]
-        if x is None or x.dtype not in FLOAT_TYPES:
-            return "its input is not a float tensor"
-        return None
+        return float_activation_refusal(node)
 
     def rewrite(self, graph: Graph, node: ir.Node) -> str:
         x, result = node.inputs[0], node.outputs[0]

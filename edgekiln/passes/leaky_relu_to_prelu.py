@@ -20,8 +20,8 @@ import onnx_ir as ir
 from edgekiln.compiler.graph import Graph
 from edgekiln.compiler.pass_contract import RewritePass, node_label
 from edgekiln.passes.graph_edits import (
-    FLOAT_TYPES,
     add_initializer,
+    float_activation_refusal,
     float_attr,
     replace_keeping_name,
 )
@@ -34,12 +34,7 @@ class LeakyReluToPReluPass(RewritePass[ir.Node]):
         return [n for n in graph.main if n.op_type == "LeakyRelu"]
 
     def check(self, graph: Graph, node: ir.Node) -> str | None:
-        if node.domain not in ("", "ai.onnx"):
-            return f"domain {node.domain!r} is not the default one"
-        x = node.inputs[0]
-        if x is None or x.dtype not in FLOAT_TYPES:
-            return "its input is not a float tensor"
-        return None
+        return float_activation_refusal(node)
 
     def rewrite(self, graph: Graph, node: ir.Node) -> str:
         x = node.inputs[0]
