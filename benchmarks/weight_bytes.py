@@ -70,14 +70,15 @@ from rich.table import Table
 
 from benchmarks.quantization_data import scoring_target
 from benchmarks.weight_bytes_peers import edgekiln_tflite_weight_bytes, ort_weight_bytes
-from edgekiln.backends.arm_cpu import op_codes
+from edgekiln.backends.arm_cpu import op_codes, ternary_base3
 from edgekiln.backends.arm_cpu.blob_writer import write_blob
 from edgekiln.compiler.compile import compile_model
 from edgekiln.compiler.graph import Graph
-from edgekiln.compiler.target import get_target
 from edgekiln.compiler.qdq_format import PRECISION_KEY
 from edgekiln.compiler.quant_options import QuantOptions
-from edgekiln.quantization.weights import TERNARY_PER_BYTE, packed_weight_bytes
+from edgekiln.compiler.target import get_target
+from edgekiln.passes.graph_edits import FLOAT_TYPES
+from edgekiln.quantization.weights import packed_value_bytes, packed_weight_bytes
 from tests.zoo import all_models, input_shapes, model_path, sample_input
 
 RESULTS = Path(__file__).parent / "results" / "weight_bytes.json"
@@ -85,25 +86,16 @@ BARS = {"int8": 0.26, "int4": 0.14, "ternary": 0.08}
 # (label, --quant, keep_first_last_int8)
 CONFIGS = (("int8", "int8", None), ("int4:g64", "int4:g64", None), ("int4:g64 no guard", "int4:g64", False),
            ("int4 no guard", "int4", False), ("ternary", "ternary", None), ("ternary no guard", "ternary", False))
-VALUE_BITS = {"int8": 8, "int4": 4}  # the packing rule of packed_weight_bytes (ternary: five per byte)
 LAYOUTS = ("fast", "compact")  # the blob's weight layouts (--weight-layout)
 # the arm_cpu Program (Relu folded, inverted-residual blocks fused) of an ARM core whose fast layout
 # keeps K-blocked weights (NEON, no i8mm: int8 rows not pre-paired)
 BLOB_TARGET = "cortex-a53"
 BREAKDOWN = ("int8", "int4:g64 no guard", "ternary no guard")
 PEER_CONFIGS = ("int8", "int4 no guard", "int4:g64 no guard")  # every layer at the precision, as the peers do
-_FLOATS = ("FLOAT", "FLOAT16", "DOUBLE", "BFLOAT16")
-
-
-def value_bytes(count: int, precision: str) -> int:
-    """The least whole bytes `count` values of `precision` take: ternary five per byte (3^5 <= 256)."""
-    if precision.startswith("ternary"):
-        return -(-count // TERNARY_PER_BYTE)
-    return math.ceil(count * VALUE_BITS[precision.split(":")[0]] / 8)
 
 
 def _is_float(value) -> bool:
-    return value.const_value is not None and value.const_value.dtype.name in _FLOATS
+    return value.const_value is not None and value.const_value.dtype in FLOAT_TYPES
 
 
 def float_bytes(graph: Graph) -> int:
@@ -138,7 +130,7 @@ def quantized_bytes(graph: Graph) -> dict:
             biases += size
         else:
             weights += size
-            values += value_bytes(q.size, precision)
+            values += packed_value_bytes(q.size, precision)
             precisions[precision] += 1
     left = sum(v.const_value.nbytes for name, v in graph.main.initializers.items()
                if name not in counted and _is_float(v))
@@ -151,13 +143,12 @@ def quantized_bytes(graph: Graph) -> dict:
 ARTIFACT_KINDS = ("quantized", "bias", "multiplier", "shift", "ratio")  # constant name suffixes integer lowering uses
 BLOB_KINDS = (*ARTIFACT_KINDS, "padding")  # padding: K-blocked / paired weight layouts' fill
 _PACKED_BITS = {op_codes.PACK[k]: bits for k, bits in (("INT4", 4), ("INT4_K32", 4), ("INT2", 2), ("INT2_K64", 2))}
-_VALUES_PER_BYTE = {op_codes.PACK["INT2_B3"]: TERNARY_PER_BYTE}  # ternary base 3
 
 
 def dense_bytes(packing: int, count: int) -> int:
     """Bytes of `count` values in `packing` without any row padding."""
-    if packing in _VALUES_PER_BYTE:
-        return -(-count // _VALUES_PER_BYTE[packing])
+    if packing == op_codes.PACK["INT2_B3"]:
+        return ternary_base3.packed_bytes(count)
     return math.ceil(count * _PACKED_BITS.get(packing, 8) / 8)
 
 _WEIGHT_SLOTS = {1: "quantized", 2: "bias", 3: "multiplier", 4: "shift", 5: "ratio"}
@@ -224,7 +215,7 @@ def floor_bytes(graph: Graph, bar: float) -> dict:
         channels = q.shape[0] if q.ndim else 1
         scales = 2 * Graph.constant(node.inputs[1]).size if group is not None and group.op_type == "Reshape" \
             else 4 * channels
-        floor = value_bytes(q.size, precision) + 4 * channels + scales
+        floor = packed_value_bytes(q.size, precision) + 4 * channels + scales
         fp32 = 4 * (q.size + channels)
         layers += 1
         impossible += floor > bar * fp32
@@ -247,9 +238,9 @@ def measure(name: str, configs=CONFIGS) -> dict:
                                progress=False)
         counts = quantized_bytes(result.graph)
         bar = BARS[precision.split(":")[0]]
-        features = tuple(get_target(BLOB_TARGET).features)
-        stored = {layout: blob_bytes(write_blob(result.program, features=features, weight_layout=layout))
-                  for layout in LAYOUTS}
+        # the artifact's own blob is the fast layout; the compact one is written from the same Program
+        compact = write_blob(result.program, features=tuple(get_target(BLOB_TARGET).features), weight_layout="compact")
+        stored = {"fast": blob_bytes(result.artifact.files["model.blob"]), "compact": blob_bytes(compact)}
         in_program = program_bytes(result.program)
         floor = floor_bytes(result.graph, bar)
         smallest = min(t["total"] for t in stored.values())

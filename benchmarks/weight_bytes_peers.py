@@ -30,10 +30,11 @@ from onnx import numpy_helper
 
 from benchmarks.quantization_sqnr import ort_quantize, prepare_for_ort
 from edgekiln.errors import EdgekilnError
+from edgekiln.passes.graph_edits import (
+    FLOAT_TYPES,  # ir.DataType values are TensorProto codes
+)
 
 _PARAM_SLOTS = (1, 2)  # scale, zero point of QuantizeLinear / DequantizeLinear
-_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
-                onnx.TensorProto.BFLOAT16)
 _SUB_BYTE_BITS = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}
 
 
@@ -59,7 +60,7 @@ def onnx_qdq_weight_bytes(model: onnx.ModelProto) -> int:
             counted.add(node.input[0])
             total += sum(_initializer_bytes(initializers[name]) for name in (node.input[0], *params))
     total += sum(_initializer_bytes(t) for name, t in initializers.items()
-                 if name not in counted and t.data_type in _FLOAT_TYPES)
+                 if name not in counted and t.data_type in FLOAT_TYPES)
     return total
 
 
@@ -70,7 +71,7 @@ def ort_weight_bytes(name: str, calib: list, weight_types: tuple[str, ...]) -> d
         source, _ = prepare_for_ort(name, Path(folder))
         float_model = onnx.load(source)
         counts = {"fp32": sum(_initializer_bytes(t) for t in float_model.graph.initializer
-                              if t.data_type in _FLOAT_TYPES)}
+                              if t.data_type in FLOAT_TYPES)}
         for weight_type in weight_types:
             target = Path(folder) / f"{weight_type}.onnx"
             ort_quantize(source, target, calib, "MinMax", weight_type=weight_type)

@@ -24,6 +24,7 @@ from edgekiln.quantization.quant_config import (
 )
 from edgekiln.quantization.weights import (
     QuantizedWeightValues,
+    packed_value_bytes,
     packed_weight_bytes,
     quantize_weight,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "PrecisionRule",
     "QuantConfig",
     "QuantizedWeightValues",
+    "packed_value_bytes",
     "packed_weight_bytes",
     "parse_precision",
     "quantize_weight",

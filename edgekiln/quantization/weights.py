@@ -194,6 +194,14 @@ def with_scale_floor(w: np.ndarray, values: QuantizedWeightValues, floor: np.nda
                                  values.group_size, note)
 
 
+def packed_value_bytes(count: int, precision: str) -> int:
+    """Bytes of `count` values at `precision`, packed (the values alone, no scales)."""
+    kind = precision_kind(precision)
+    if kind not in _BITS:
+        raise ValueError(f"unknown precision {precision!r}")
+    return -(-count // TERNARY_PER_BYTE) if kind == "ternary" else math.ceil(count * _BITS[kind] / 8)
+
+
 def packed_weight_bytes(q: np.ndarray, precision: str) -> int:
     """Bytes a backend stores for weight `q` at `precision`: packed values plus scales.
 
@@ -202,12 +210,9 @@ def packed_weight_bytes(q: np.ndarray, precision: str) -> int:
     4 bytes per value and no scale: its scale is input scale x weight scale, which a backend
     derives (integer kernels never read it: requantization multipliers carry it).
     """
-    kind = precision_kind(precision)
-    if kind not in _BITS:
-        raise ValueError(f"unknown precision {precision!r}")
     size = int(np.size(q))
-    value_bytes = -(-size // TERNARY_PER_BYTE) if kind == "ternary" else math.ceil(size * _BITS[kind] / 8)
-    if kind in ("fp32", "int32"):
+    value_bytes = packed_value_bytes(size, precision)
+    if precision_kind(precision) in ("fp32", "int32"):
         return value_bytes
     group = group_size_of(precision)
     if group:
