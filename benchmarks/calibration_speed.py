@@ -73,6 +73,7 @@ from edgekiln.calibration.calibration_data import open_calibration_data
 from edgekiln.compiler.compile import compile_model
 from edgekiln.compiler.quant_options import QuantOptions
 from benchmarks.quantization_data import scoring_target
+from benchmarks.quantization_sqnr import status_kib
 
 model, data, method = sys.argv[1:4]
 start = time.perf_counter()
@@ -83,8 +84,7 @@ float_graph = compile_model(model, scoring_target(), check_ops=False, progress=F
 start = time.perf_counter()
 ranges = calibrate(float_graph, open_calibration_data(data, float_graph.inputs), method=method, progress=False)
 calibrate_s = time.perf_counter() - start
-with open("/proc/self/status") as status:
-    peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
+peak = status_kib("VmHWM")
 print(json.dumps({"compile_s": compile_s, "calibrate_s": calibrate_s, "observed": len(ranges),
                   "peak_rss_mib": peak / 1024, "calls": len(result.program.calls)}))
 """

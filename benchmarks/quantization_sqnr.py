@@ -231,7 +231,8 @@ def _best(rows: list, key: str) -> dict:
 
 # -- cost: one subprocess per measurement ------------------------------------------------------------
 
-def _status_kib(field: str) -> int:
+def status_kib(field: str) -> int:
+    """A /proc/self/status field in KiB (VmRSS, VmHWM, ...)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
@@ -266,14 +267,14 @@ def worker(spec: dict) -> dict:
             ort_quantize(Path(spec["model_file"]), out / "cost.onnx", calib, spec["method"])
 
     reset = _reset_high_water()
-    before = _status_kib("VmRSS")
+    before = status_kib("VmRSS")
     times = []
     for _ in range(TIMED_CALLS):
         start = time.perf_counter()
         call()
         times.append(time.perf_counter() - start)
         if len(times) == 1:  # the first call's high-water mark: later calls reuse what it left allocated
-            rss_peak = _status_kib("VmHWM") - before
+            rss_peak = status_kib("VmHWM") - before
     tracemalloc.start()
     call()
     _, py_peak = tracemalloc.get_traced_memory()
